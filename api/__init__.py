@@ -1,0 +1,43 @@
+"""HTTP APIs: the dispatcher/integration API (/api/v1) and, from mobile_api, the PDA API (/mobile/v1).
+
+Both register on one flask-smorest ``Api`` so that ``/openapi.json`` documents every endpoint (CONTRACT §3).
+"""
+
+from __future__ import annotations
+
+from flask import Flask, redirect
+from flask_smorest import Api
+
+from api import ops
+from api.auth.routes import blp as auth_blp
+from api.common import idempotency
+from api.common.errors import register_error_handlers
+from api.common.limits import limiter
+from api.engineers.routes import blp as engineers_blp
+from api.intake.routes import blp as intake_blp
+from api.orders.routes import blp as orders_blp
+
+MODULES = (auth_blp, intake_blp, orders_blp, engineers_blp)
+
+
+def register(app: Flask) -> Api:
+    from mobile_api import MODULES as MOBILE_MODULES
+
+    api = Api(
+        app,
+        spec_kwargs={
+            "info": {"description": "装维调度: work orders, SLA clocks, dispatch, PDA and integrations."},
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+            "security": [{"bearer": []}],
+        },
+    )
+    for blueprint in (*MODULES, *MOBILE_MODULES):
+        api.register_blueprint(blueprint)
+    limiter.init_app(app)
+    ops.register(app)
+    idempotency.register(app)
+    register_error_handlers(app)  # after Api(): ours replace flask-smorest's HTTPException handler
+    app.add_url_rule("/", "root", lambda: redirect("/console/"))
+    return api

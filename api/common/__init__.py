@@ -1,0 +1,1 @@
+"""Pieces shared by the dispatcher API, the PDA API and the console: auth, errors, schemas, idempotency."""

@@ -1,0 +1,47 @@
+"""Bearer authentication for the HTTP edge: who is calling. What they may do is decided in the services."""
+
+from __future__ import annotations
+
+from flask import request
+
+from dispatch.actors import Actor
+from dispatch.errors import AuthenticationError
+from dispatch.services import auth as auth_service
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def audience_for_path(path: str) -> str:
+    return "mobile" if path.startswith("/mobile/") else "api"
+
+
+def current_actor() -> Actor:
+    """The authenticated caller of this request, or 401."""
+    cached: Actor | None = request.environ.get("dispatch.actor")
+    if cached is not None:
+        return cached
+    token = bearer_token()
+    if token is None:
+        raise AuthenticationError("Missing bearer token")
+    audience = audience_for_path(request.path)
+    actor = auth_service.authenticate(token, audience=audience, source=audience)
+    if audience == "mobile":
+        device = request.headers.get("X-Device-Id")
+        if device is not None and device != actor.device_id:
+            raise AuthenticationError("Token is bound to another device")
+    request.environ["dispatch.actor"] = actor
+    return actor
+
+
+def optional_actor() -> Actor | None:
+    """The caller if the request carries valid credentials, else None (never raises)."""
+    try:
+        return current_actor()
+    except AuthenticationError:
+        return None

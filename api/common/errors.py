@@ -1,0 +1,92 @@
+"""The one place where errors become CONTRACT §3's JSON: ``{code, message, errors?}``; never a 500 for bad input."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app, jsonify
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import HTTPException
+
+from dispatch.errors import DispatchError
+from dispatch.extensions import db
+
+log = logging.getLogger("dispatch.errors")
+
+
+def error_response(status: int, message: str, **extra: Any) -> tuple[Any, int]:
+    body = {"code": status, "message": message, **{k: v for k, v in extra.items() if v is not None}}
+    return jsonify(body), status
+
+
+def _flatten(errors: Any) -> Any:
+    """webargs nests messages under their location (``{"json": {...}}``); callers want them per field."""
+    if isinstance(errors, dict) and errors and set(errors) <= {"json", "query", "form", "files", "headers", "view_args"}:
+        merged: dict[str, Any] = {}
+        for part in errors.values():
+            if isinstance(part, dict):
+                merged.update(part)
+            else:
+                merged.setdefault("_schema", []).extend(part if isinstance(part, list) else [part])
+        return merged
+    return errors
+
+
+def handle_http_exception(exc: HTTPException) -> Any:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    errors = _flatten(data.get("messages")) if isinstance(data, dict) else None
+    message = data.get("message") if isinstance(data, dict) else None
+    if not message:
+        message = "Validation failed" if status == 422 else (exc.description or exc.name)
+    response, status = error_response(status, message, errors=errors)
+    if status == 429 and getattr(exc, "retry_after", None):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if exc.response is not None and exc.response.headers.get("Retry-After"):
+        response.headers["Retry-After"] = exc.response.headers["Retry-After"]
+    if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response, status
+
+
+def handle_dispatch_error(exc: DispatchError) -> Any:
+    db.session.rollback()
+    return jsonify(exc.to_dict()), exc.http_status
+
+
+def handle_integrity_error(exc: IntegrityError) -> Any:
+    db.session.rollback()
+    log.info("integrity error mapped to 409: %s", exc.orig.__class__.__name__)
+    return error_response(409, "Conflicts with existing data")
+
+
+def handle_stale_data(exc: StaleDataError) -> Any:
+    db.session.rollback()
+    return error_response(409, "The record was changed by someone else; reload and retry")
+
+
+def handle_database_unavailable(exc: DBAPIError) -> Any:
+    db.session.rollback()
+    log.warning("database unavailable: %s", exc.orig.__class__.__name__ if exc.orig else exc)
+    response, status = error_response(503, "Database unavailable; retry shortly")
+    response.headers["Retry-After"] = "5"
+    return response, status
+
+
+def handle_unexpected(exc: Exception) -> Any:
+    db.session.rollback()
+    if current_app.config.get("RAISE_UNEXPECTED"):  # tests: a bug surfaces as the exception, not a 500
+        raise exc
+    log.exception("unhandled error")
+    return error_response(500, "Internal server error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DispatchError, handle_dispatch_error)
+    app.register_error_handler(IntegrityError, handle_integrity_error)
+    app.register_error_handler(StaleDataError, handle_stale_data)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

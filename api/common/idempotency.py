@@ -1,0 +1,78 @@
+"""``Idempotency-Key`` on every POST/PUT/PATCH/DELETE of both APIs (CONTRACT §3).
+
+The key is claimed in its own transaction before the view runs; the response is stored after it. A replay
+with the same body returns the stored response (``Idempotent-Replayed: true``); another body gets 409; a
+concurrent duplicate gets 409 "in progress"; a 5xx, 401 or 429 is not stored, so a retry runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+
+from api.common.auth import optional_actor
+from api.common.errors import error_response
+from dispatch.services import idempotency
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PREFIXES = ("/api/", "/mobile/")
+MAX_KEY_LENGTH = 200
+_NOT_STORED = frozenset({401, 429})
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for part in (request.method, request.full_path, request.mimetype or ""):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def before_request() -> Any:
+    if request.method not in MUTATING or not request.path.startswith(PREFIXES):
+        return None
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return None
+    if len(key) > MAX_KEY_LENGTH:
+        return error_response(400, f"Idempotency-Key longer than {MAX_KEY_LENGTH} characters")
+    actor = optional_actor()
+    if actor is None:  # the view answers 401; logins are not replayed
+        return None
+    record_id, replay = idempotency.claim(
+        f"{actor.kind}:{actor.id}", key, method=request.method, path=request.path, fingerprint=_fingerprint()
+    )
+    if replay is not None:
+        status, body = replay
+        response = jsonify(body) if body is not None else Response(status=status)
+        response.status_code = status
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    g.idempotency_record = record_id
+    return None
+
+
+def after_request(response: Response) -> Response:
+    record_id = g.pop("idempotency_record", None)
+    if record_id is None:
+        return response
+    if response.status_code >= 500 or response.status_code in _NOT_STORED:
+        idempotency.release(record_id)
+    else:
+        idempotency.complete(record_id, response.status_code, response.get_json(silent=True))
+    return response
+
+
+def teardown_request(exc: BaseException | None) -> None:
+    record_id = g.pop("idempotency_record", None)
+    if record_id is not None:  # the response never got built
+        idempotency.release(record_id)
+
+
+def register(app: Flask) -> None:
+    app.before_request(before_request)
+    app.after_request(after_request)
+    app.teardown_request(teardown_request)

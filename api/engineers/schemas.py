@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate, validates
+
+from api.common.schemas import LocalDateTime, PageArgsSchema, page_schema
+from dispatch.phones import InvalidPhone, normalise_cn_mobile
+from dispatch.vocabulary import ORDER_TYPES
+
+
+class PositionSchema(ma.Schema):
+    lat = fields.Float(required=True, validate=validate.Range(min=-90, max=90))
+    lng = fields.Float(required=True, validate=validate.Range(min=-180, max=180))
+
+
+class ShiftSchema(ma.Schema):
+    weekday = fields.Integer(required=True, validate=validate.Range(min=1, max=7))
+    start = fields.Time(required=True, format="%H:%M")
+    end = fields.Time(required=True, format="%H:%M")
+
+    @ma.validates_schema
+    def _order(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["end"] <= data["start"]:
+            raise ma.ValidationError("A shift must end after it starts.", "end")
+
+
+class EngineerSchema(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$"))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    phone = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    team = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
+    skills = fields.List(fields.String(validate=validate.OneOf(ORDER_TYPES)), validate=validate.Length(max=10))
+    districts = fields.List(fields.String(validate=validate.Length(min=1, max=50)), validate=validate.Length(max=30))
+    home = fields.Nested(PositionSchema, allow_none=True)
+    daily_capacity = fields.Integer(validate=validate.Range(min=0, max=100))
+    shifts = fields.List(fields.Nested(ShiftSchema), validate=validate.Length(max=21))
+    active = fields.Boolean()
+    created_at = LocalDateTime(dump_only=True)
+    updated_at = LocalDateTime(dump_only=True)
+
+    @validates("phone")
+    def _phone(self, value: str, **kwargs: Any) -> None:
+        try:
+            normalise_cn_mobile(value)
+        except InvalidPhone as exc:
+            raise ma.ValidationError(str(exc)) from None
+
+    @ma.post_load
+    def _normalise(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "phone" in data:
+            data["phone"] = normalise_cn_mobile(data["phone"])
+        return data
+
+    @ma.pre_dump
+    def _flatten(self, engineer: Any, **kwargs: Any) -> dict[str, Any]:
+        return {
+            "id": engineer.id,
+            "code": engineer.code,
+            "name": engineer.name,
+            "phone": engineer.phone,
+            "team": engineer.team.name if engineer.team else None,
+            "skills": engineer.skills,
+            "districts": [d.name for d in engineer.districts],
+            "home": {"lat": engineer.home_lat, "lng": engineer.home_lng} if engineer.home_lat is not None else None,
+            "daily_capacity": engineer.daily_capacity,
+            "shifts": [{"weekday": s.weekday, "start": s.start_time, "end": s.end_time} for s in engineer.shifts],
+            "active": engineer.active,
+            "created_at": engineer.created_at,
+            "updated_at": engineer.updated_at,
+        }
+
+
+class EngineerPatchSchema(EngineerSchema):
+    """Any subset of the engineer's fields."""
+
+
+EngineerPageSchema = page_schema(EngineerSchema, "EngineerPage")
+
+
+class EngineerQueryArgsSchema(PageArgsSchema):
+    team = fields.String(validate=validate.Length(min=1, max=64))
+    active = fields.Boolean()

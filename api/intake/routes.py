@@ -1,0 +1,27 @@
+"""Hotline intake (I受理): orders arrive here from the 10000 hotline's system (API key, scope ``intake``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.common.auth import current_actor
+from api.intake.schemas import OrderIntakeSchema
+from api.orders.schemas import OrderSchema
+from dispatch.services import intake
+
+blp = Blueprint("api-intake", __name__, url_prefix="/api/v1/intake", description="Hotline intake")
+
+
+@blp.route("/orders")
+class IntakeOrders(MethodView):
+    @blp.arguments(OrderIntakeSchema)
+    @blp.response(201, OrderSchema)
+    @blp.alt_response(200, schema=OrderSchema, description="Replay: the order created by the first request")
+    @blp.alt_response(409, description="external_id already used for a different order")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create an order; idempotent on ``external_id``."""
+        order, created = intake.intake_order(data, actor=current_actor())
+        return order, (201 if created else 200)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate, validates, validates_schema
+
+from api.common.schemas import WindowSchema
+from dispatch.phones import InvalidPhone, normalise_cn_mobile
+from dispatch.vocabulary import ORDER_TYPES, PAY_MODES, PRIORITIES
+
+EXTERNAL_ID = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", error="1–64 letters, digits or . _ : -")
+
+
+class IntakeCustomerSchema(ma.Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    phone = fields.String(required=True, validate=validate.Length(min=1, max=32))
+
+    @validates("phone")
+    def _phone(self, value: str, **kwargs: Any) -> None:
+        try:
+            normalise_cn_mobile(value)
+        except InvalidPhone as exc:
+            raise ma.ValidationError(str(exc)) from None
+
+    @ma.post_load
+    def _normalise(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data["phone"] = normalise_cn_mobile(data["phone"])
+        data["name"] = data["name"].strip()
+        return data
+
+
+class IntakeAddressSchema(ma.Schema):
+    text = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    district = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-90, max=90))
+    lng = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-180, max=180))
+
+    @validates_schema
+    def _both_or_neither(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if (data.get("lat") is None) != (data.get("lng") is None):
+            raise ma.ValidationError("Give both lat and lng, or neither.", "lat")
+
+
+class OrderIntakeSchema(ma.Schema):
+    external_id = fields.String(required=True, validate=EXTERNAL_ID)
+    order_type = fields.String(required=True, validate=validate.OneOf(ORDER_TYPES))
+    pay_mode = fields.String(required=True, validate=validate.OneOf(PAY_MODES))
+    priority = fields.String(load_default="normal", validate=validate.OneOf(PRIORITIES))
+    customer = fields.Nested(IntakeCustomerSchema, required=True)
+    address = fields.Nested(IntakeAddressSchema, required=True)
+    requested_window = fields.Nested(WindowSchema, load_default=None, allow_none=True)
+    products = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)), load_default=list, validate=validate.Length(max=20)
+    )
+    notes = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))

@@ -1,0 +1,135 @@
+"""Operations endpoints and request plumbing: /healthz, /metrics, request ids, access log, 415 check."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from api.common.errors import error_response
+from dispatch.extensions import db
+from dispatch.models import Order
+
+log = logging.getLogger("dispatch.http")
+bp = Blueprint("ops", __name__)
+
+JSON_PREFIXES = ("/api/", "/mobile/")
+MULTIPART_ENDPOINTS: set[str] = set()  # endpoints that take multipart/form-data (attachments)
+
+
+class OrdersByStatusCollector:
+    """Orders by status, read from the database at scrape time (so every worker reports the same truth)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Any:
+        gauge = GaugeMetricFamily("dispatch_orders", "Orders by status", labels=["status"])
+        with self.app.app_context():
+            try:
+                rows = db.session.execute(sa.select(Order.status, sa.func.count()).group_by(Order.status)).all()
+            except sa.exc.SQLAlchemyError:
+                rows = []
+            finally:
+                db.session.remove()
+        for status, count in rows:
+            gauge.add_metric([status], count)
+        yield gauge
+
+
+def _metrics(app: Flask) -> dict[str, Any]:
+    registry = CollectorRegistry()
+    metrics = {
+        "registry": registry,
+        "requests": Counter(
+            "dispatch_http_requests", "HTTP requests", ["method", "endpoint", "status"], registry=registry
+        ),
+        "latency": Histogram(
+            "dispatch_http_request_seconds",
+            "HTTP request latency",
+            ["method", "endpoint"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        ),
+    }
+    registry.register(OrdersByStatusCollector(app))
+    return metrics
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    try:
+        db.session.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError:
+        db.session.rollback()
+        return jsonify({"status": "unavailable", "database": "unreachable"}), 503
+    return jsonify({"status": "ok", "database": "ok"})
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    registry = current_app.extensions["metrics"]["registry"]
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _start() -> Any:
+    g.request_started = time.perf_counter()
+    incoming = request.headers.get("X-Request-Id", "")
+    g.request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+    if (
+        request.method in ("POST", "PUT", "PATCH")
+        and request.path.startswith(JSON_PREFIXES)
+        and (request.content_length or 0) > 0
+        and not request.is_json
+        and not (request.mimetype == "multipart/form-data" and request.endpoint in MULTIPART_ENDPOINTS)
+    ):
+        return error_response(415, "Content-Type must be application/json")
+    return None
+
+
+def _finish(response: Response) -> Response:
+    elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
+    endpoint = request.endpoint or "unmatched"
+    m = current_app.extensions["metrics"]
+    m["requests"].labels(request.method, endpoint, str(response.status_code)).inc()
+    m["latency"].labels(request.method, endpoint).observe(elapsed)
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    log.info(
+        "%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000,
+    )
+    return response
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every log record (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flask import has_request_context
+
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def configure_logging(app: Flask) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    root = logging.getLogger("dispatch")
+    if not any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters):
+        root.addHandler(handler)
+    root.setLevel(app.config.get("LOG_LEVEL", "INFO"))
+    root.propagate = False
+
+
+def register(app: Flask) -> None:
+    app.extensions["metrics"] = _metrics(app)
+    configure_logging(app)
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.register_blueprint(bp)

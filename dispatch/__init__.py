@@ -1,0 +1,1 @@
+"""Field installation and maintenance (装维) dispatch: the domain core."""

@@ -1,0 +1,1 @@
+"""Engineer assignment: the hard rules (pure) and, later, scoring and auto-dispatch."""

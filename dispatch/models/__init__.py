@@ -1,0 +1,29 @@
+"""SQLAlchemy models, one module per aggregate; importing this package registers them all."""
+
+from dispatch.models.base import Base
+from dispatch.models.engineers import Engineer, EngineerShift, EngineerSkill, Team, engineer_districts
+from dispatch.models.geo import District
+from dispatch.models.idempotency import IdempotencyRecord
+from dispatch.models.orders import Address, Attachment, Customer, Order, OrderEvent
+from dispatch.models.outbox import OutboxMessage
+from dispatch.models.users import ApiKey, AuthToken, User
+
+__all__ = [
+    "Address",
+    "ApiKey",
+    "Attachment",
+    "AuthToken",
+    "Base",
+    "Customer",
+    "District",
+    "Engineer",
+    "EngineerShift",
+    "EngineerSkill",
+    "IdempotencyRecord",
+    "Order",
+    "OrderEvent",
+    "OutboxMessage",
+    "Team",
+    "User",
+    "engineer_districts",
+]

@@ -1,0 +1,93 @@
+"""The scheduler process: APScheduler 3 as a heartbeat that runs idempotent jobs declared as data.
+
+Deadlines are rows in our own tables, not APScheduler jobs (DESIGN.md decision 4): every job claims its due
+rows itself, so two scheduler processes (hot standby) cause no double effects, and a scheduler that was down
+catches up on its first tick. This module never runs inside web workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask
+
+from dispatch.clock import utcnow
+from dispatch.extensions import db
+from dispatch.services import idempotency, orders
+
+log = logging.getLogger("dispatch.scheduler")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    func: Callable[[Flask, datetime], Any]
+    seconds: Callable[[Flask], int]
+
+
+def resume_suspensions(app: Flask, now: datetime) -> int:
+    return orders.resume_due_suspensions(now=now)
+
+
+def purge_idempotency_keys(app: Flask, now: datetime) -> int:
+    return idempotency.purge_expired(now=now, ttl_seconds=app.config["IDEMPOTENCY_TTL_SECONDS"])
+
+
+def _tick(app: Flask) -> int:
+    return int(app.config["SCHEDULER_TICK_SECONDS"])
+
+
+JOBS: tuple[Job, ...] = (
+    Job("resume-suspensions", resume_suspensions, _tick),
+    Job("purge-idempotency-keys", purge_idempotency_keys, lambda app: 3600),
+)
+
+
+def run_job(app: Flask, job: Job) -> Any:
+    """Run one job body in a fresh app context; a failure is logged and the next tick tries again."""
+    with app.app_context():
+        try:
+            result = job.func(app, utcnow())
+            if result:
+                log.info("job %s: %s", job.id, result)
+            return result
+        except Exception:
+            db.session.rollback()
+            log.exception("job %s failed", job.id)
+            return None
+        finally:
+            db.session.remove()
+
+
+def run_scheduler(app: Flask) -> None:
+    """Run every job on its interval until SIGINT/SIGTERM."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler = BlockingScheduler(
+        timezone=UTC,
+        job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+    )
+    for job in JOBS:
+        scheduler.add_job(
+            run_job,
+            "interval",
+            seconds=job.seconds(app),
+            args=[app, job],
+            id=job.id,
+            replace_existing=True,
+            next_run_time=datetime.now(UTC),  # catch up at once after downtime
+        )
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("scheduler stopping (signal %s)", signum)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("scheduler started: %s", ", ".join(job.id for job in JOBS))
+    scheduler.start()

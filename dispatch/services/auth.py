@@ -1,0 +1,182 @@
+"""Users, bearer tokens and API keys: issue, authenticate, revoke. Only hashes are ever stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from dispatch.actors import Actor, require
+from dispatch.clock import utcnow
+from dispatch.errors import AuthenticationError, Conflict, NotFound, PermissionDenied, ValidationError
+from dispatch.extensions import db
+from dispatch.models import ApiKey, AuthToken, Engineer, User
+from dispatch.vocabulary import API_KEY_SCOPES, ROLES
+
+TOKEN_PREFIX = "dt_"
+KEY_PREFIX = "dk_"
+MIN_PASSWORD_LENGTH = 8
+ADMIN = frozenset({"admin", "system"})
+# Compared against when the username is unknown, so both cases cost one hash check.
+_DUMMY_HASH = generate_password_hash("not-a-real-password", method="pbkdf2:sha256:1000")
+
+
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def _password_hash(password: str) -> str:
+    return generate_password_hash(password, method=current_app.config.get("PASSWORD_HASH_METHOD", "scrypt"))
+
+
+def create_user(
+    username: str, *, role: str, password: str, engineer_code: str | None = None, actor: Actor
+) -> User:
+    """Create a console or PDA login; ``engineer`` logins are linked to an existing engineer."""
+    require(actor, ADMIN, "create users")
+    errors: dict[str, list[str]] = {}
+    if role not in ROLES:
+        errors["role"] = [f"Must be one of: {', '.join(ROLES)}."]
+    if len(password) < MIN_PASSWORD_LENGTH:
+        errors["password"] = [f"At least {MIN_PASSWORD_LENGTH} characters."]
+    if not username or len(username) > 64:
+        errors["username"] = ["1 to 64 characters."]
+    engineer = None
+    if role == "engineer":
+        if not engineer_code:
+            errors["engineer_code"] = ["Required for the engineer role."]
+        else:
+            engineer = db.session.scalar(sa.select(Engineer).where(Engineer.code == engineer_code))
+            if engineer is None:
+                errors["engineer_code"] = [f"No engineer with code {engineer_code}."]
+    elif engineer_code:
+        errors["engineer_code"] = ["Only engineer logins are linked to an engineer."]
+    if errors:
+        raise ValidationError(errors=errors)
+    if db.session.scalar(sa.select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"User {username} already exists")
+    user = User(
+        username=username,
+        role=role,
+        password_hash=_password_hash(password),
+        engineer_id=engineer.id if engineer else None,
+        active=True,
+        created_at=utcnow(),
+    )
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def login(username: str, password: str, *, audience: str = "api", device_id: str | None = None) -> tuple[str, User, int]:
+    """Check a password and issue a bearer token: ``(token, user, expires_in_seconds)``.
+
+    The mobile audience is for engineers only, and binds the token to the device.
+    """
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    valid = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not valid or not user.active:
+        raise AuthenticationError("Invalid username or password")
+    if audience == "mobile" and user.role != "engineer":
+        raise PermissionDenied("The PDA API is for engineers only")
+    ttl = current_app.config["MOBILE_TOKEN_TTL_SECONDS" if audience == "mobile" else "TOKEN_TTL_SECONDS"]
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(
+        AuthToken(
+            token_hash=_sha256(raw),
+            user_id=user.id,
+            audience=audience,
+            device_id=device_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+    )
+    db.session.commit()
+    return raw, user, ttl
+
+
+def revoke_token(raw: str) -> None:
+    """Revoke a user token so it no longer authenticates (logout)."""
+    token = db.session.scalar(sa.select(AuthToken).where(AuthToken.token_hash == _sha256(raw)))
+    if token is None:
+        raise AuthenticationError()
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        db.session.commit()
+
+
+def authenticate(raw: str, *, audience: str, source: str) -> Actor:
+    """The actor behind a bearer credential, or 401. API keys are accepted on the ``api`` audience only."""
+    now = utcnow()
+    if raw.startswith(KEY_PREFIX) and audience == "api":
+        return _authenticate_key(raw, source)
+    token = db.session.scalar(sa.select(AuthToken).where(AuthToken.token_hash == _sha256(raw)))
+    if (
+        token is None
+        or token.revoked_at is not None
+        or token.expires_at <= now
+        or token.audience != audience
+        or not token.user.active
+    ):
+        raise AuthenticationError()
+    user = token.user
+    return Actor(
+        kind="user",
+        id=user.id,
+        name=user.username,
+        role=user.role,
+        engineer_id=user.engineer_id,
+        source=source,
+        device_id=token.device_id,
+    )
+
+
+def _authenticate_key(raw: str, source: str) -> Actor:
+    try:
+        _, prefix, secret = raw.split("_", 2)
+    except ValueError:
+        raise AuthenticationError() from None
+    key = db.session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, _sha256(key.salt, secret)):
+        raise AuthenticationError()
+    return Actor(kind="api_key", id=key.id, name=key.name, scopes=frozenset(key.scopes), source=source)
+
+
+def create_api_key(name: str, scopes: list[str], *, actor: Actor, raw_secret: str | None = None) -> tuple[str, ApiKey]:
+    """Create a system key; the raw key is returned once and only its salted hash is kept."""
+    require(actor, ADMIN, "create API keys")
+    bad = [s for s in scopes if s not in API_KEY_SCOPES]
+    if not scopes or bad:
+        raise ValidationError(errors={"scope": [f"Must be among: {', '.join(API_KEY_SCOPES)}."]})
+    if not name or len(name) > 64:
+        raise ValidationError(errors={"name": ["1 to 64 characters."]})
+    prefix = secrets.token_hex(4)
+    secret = raw_secret or secrets.token_urlsafe(32)
+    salt = secrets.token_hex(16)
+    key = ApiKey(
+        name=name,
+        prefix=prefix,
+        salt=salt,
+        key_hash=_sha256(salt, secret),
+        scopes=sorted(set(scopes)),
+        created_at=utcnow(),
+    )
+    db.session.add(key)
+    db.session.commit()
+    return f"{KEY_PREFIX}{prefix}_{secret}", key
+
+
+def revoke_api_key(key_id: int, *, actor: Actor) -> None:
+    """Revoke a system key."""
+    require(actor, ADMIN, "revoke API keys")
+    key = db.session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound("API key not found")
+    key.revoked_at = key.revoked_at or utcnow()
+    db.session.commit()

@@ -1,0 +1,248 @@
+"""Orders for dispatchers and the acceptance desk: queries, assignment, suspension, cancellation, acceptance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm.exc import StaleDataError
+
+from dispatch import workflow
+from dispatch.actors import READ_ORDERS, Actor, require
+from dispatch.assignment import rules
+from dispatch.clock import utcnow
+from dispatch.errors import Conflict, NotFound, ValidationError
+from dispatch.extensions import db
+from dispatch.models import Address, Attachment, Engineer, Order, OrderEvent, OutboxMessage
+from dispatch.timeutil import local_day_bounds, to_local
+
+ASSIGNED_STATUSES = ("dispatched", "taken", "appointed", "on_site", "pending_acceptance", "in_progress")
+
+
+@dataclass(frozen=True)
+class OrderFilters:
+    status: tuple[str, ...] = ()
+    order_type: str | None = None
+    district: str | None = None
+    engineer_id: int | None = None
+    external_id: str | None = None
+
+
+def _visible_query(actor: Actor) -> sa.Select[tuple[Order]]:
+    query = sa.select(Order)
+    if actor.is_engineer:
+        return query.where(Order.engineer_id == actor.engineer_id)
+    require(actor, READ_ORDERS, "read orders")
+    return query
+
+
+def list_orders(filters: OrderFilters, *, page: int, page_size: int, actor: Actor) -> tuple[list[Order], int]:
+    """A page of orders matching ``filters``, newest first, and the total count."""
+    query = _visible_query(actor)
+    if filters.status:
+        query = query.where(Order.status.in_(filters.status))
+    if filters.order_type:
+        query = query.where(Order.order_type == filters.order_type)
+    if filters.engineer_id is not None:
+        query = query.where(Order.engineer_id == filters.engineer_id)
+    if filters.external_id:
+        query = query.where(Order.external_id == filters.external_id)
+    if filters.district:
+        query = query.join(Address, Order.address_id == Address.id).where(Address.district_name == filters.district)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0
+    items = db.session.scalars(
+        query.order_by(Order.created_at.desc(), Order.id.desc()).limit(page_size).offset((page - 1) * page_size)
+    ).all()
+    return list(items), total
+
+
+def get_order(order_id: int, *, actor: Actor, for_update: bool = False) -> Order:
+    """One order, if the actor may see it (404 otherwise, also for an engineer's colleague's order)."""
+    query = _visible_query(actor).where(Order.id == order_id)
+    if for_update:
+        query = query.with_for_update(of=Order)
+    order = db.session.scalar(query)
+    if order is None:
+        raise NotFound(f"Order {order_id} not found")
+    return order
+
+
+def order_events(order: Order) -> list[OrderEvent]:
+    return list(db.session.scalars(sa.select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)))
+
+
+def order_notifications(order: Order) -> list[OutboxMessage]:
+    return list(
+        db.session.scalars(
+            sa.select(OutboxMessage)
+            .where(OutboxMessage.order_id == order.id, OutboxMessage.kind == "sms")
+            .order_by(OutboxMessage.id)
+        )
+    )
+
+
+def attachment_kinds(order: Order) -> frozenset[str]:
+    return frozenset(db.session.scalars(sa.select(Attachment.kind).where(Attachment.order_id == order.id)))
+
+
+def workflow_rules() -> workflow.Rules:
+    cfg = current_app.config
+    return workflow.Rules(
+        optical_power_min_dbm=float(cfg.get("OPTICAL_POWER_MIN_DBM", -27.0)),
+        optical_power_max_dbm=float(cfg.get("OPTICAL_POWER_MAX_DBM", -8.0)),
+    )
+
+
+def transition(
+    order_id: int,
+    action: str,
+    *,
+    actor: Actor,
+    params: dict[str, Any] | None = None,
+    device_time: datetime | None = None,
+    event_payload: dict[str, Any] | None = None,
+) -> Order:
+    """Load the order (row-locked on PostgreSQL), apply one workflow action, commit."""
+    order = get_order(order_id, actor=actor, for_update=True)
+    workflow.apply(
+        order,
+        action,
+        actor,
+        now=utcnow(),
+        params=params,
+        device_time=device_time,
+        attachment_kinds=attachment_kinds(order),
+        rules=workflow_rules(),
+        event_payload=event_payload,
+    )
+    _commit()
+    return order
+
+
+def _commit() -> None:
+    try:
+        db.session.commit()
+    except StaleDataError:
+        db.session.rollback()
+        raise Conflict("The order was changed by someone else; reload and retry") from None
+
+
+def assign_order(order_id: int, engineer_id: int, *, actor: Actor) -> tuple[Order, list[dict[str, str]]]:
+    """Assign (or reassign) an engineer by a dispatcher's choice; broken rules become warnings, not refusals."""
+    order = get_order(order_id, actor=actor, for_update=True)
+    engineer = db.session.get(Engineer, engineer_id)
+    if engineer is None:
+        raise ValidationError(errors={"engineer_id": [f"No engineer with id {engineer_id}."]})
+    if not engineer.active:
+        raise Conflict(f"Engineer {engineer.code} is inactive", engineer_id=engineer.id)
+    broken = [v for v in rules.violations(order_facts(order), engineer_facts(engineer, order)) if v != "inactive"]
+    warnings = [{"code": code, "message": rules.MESSAGES[code]} for code in broken]
+    action = "assign" if order.status in ("new", "returned") else "reassign"
+    previous = order.engineer_id
+    params = {"engineer_id": engineer.id}
+    workflow.apply(
+        order,
+        action,
+        actor,
+        now=utcnow(),
+        params=params,
+        rules=workflow_rules(),
+        event_payload={
+            "engineer_id": engineer.id,
+            "engineer_code": engineer.code,
+            "previous_engineer_id": previous,
+            "mode": "manual",
+            "warnings": broken,
+        },
+    )
+    _commit()
+    return order, warnings
+
+
+def order_facts(order: Order) -> rules.OrderFacts:
+    start = order.appointment_start or order.requested_start or utcnow()
+    end = order.appointment_end or order.requested_end or start
+    return rules.OrderFacts(
+        order_type=order.order_type,
+        district_id=order.address.district_id,
+        window_start=to_local(start),
+        window_end=to_local(end),
+    )
+
+
+def engineer_facts(engineer: Engineer, order: Order) -> rules.EngineerFacts:
+    day = order_facts(order).window_start.date()
+    begin, end = local_day_bounds(day)
+    planned = sa.func.coalesce(Order.appointment_start, Order.requested_start, Order.updated_at)
+    load = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Order)
+        .where(
+            Order.engineer_id == engineer.id,
+            Order.id != order.id,
+            Order.status.in_(ASSIGNED_STATUSES),
+            planned >= begin,
+            planned < end,
+        )
+    )
+    return rules.EngineerFacts(
+        active=engineer.active,
+        skills=frozenset(engineer.skills),
+        district_ids=frozenset(d.id for d in engineer.districts),
+        shifts=tuple(rules.Shift(s.weekday, s.start_time, s.end_time) for s in engineer.shifts),
+        daily_capacity=engineer.daily_capacity,
+        load_that_day=load or 0,
+    )
+
+
+def cancel_order(order_id: int, *, reason: str, actor: Actor) -> Order:
+    """Withdraw an order (dispatcher or the intake system)."""
+    return transition(order_id, "cancel", actor=actor, params={"reason": reason})
+
+
+def suspend_order(
+    order_id: int, *, reason_code: str, note: str | None, until: datetime | None, actor: Actor
+) -> Order:
+    """Put an open order on hold with a reason; it resumes by hand or when ``until`` passes."""
+    if until is not None and until <= utcnow():
+        raise ValidationError(errors={"until": ["Must be in the future."]})
+    return transition(
+        order_id, "suspend", actor=actor, params={"reason_code": reason_code, "note": note, "until": until}
+    )
+
+
+def resume_order(order_id: int, *, note: str | None, actor: Actor) -> Order:
+    """Return a suspended order to the status it had."""
+    return transition(order_id, "resume", actor=actor, params={"note": note})
+
+
+def decide_acceptance(order_id: int, *, decision: str, note: str | None, actor: Actor) -> Order:
+    """The acceptance desk approves (→ in progress) or rejects (→ back to the engineer on site)."""
+    if decision not in ("approve", "reject"):
+        raise ValidationError(errors={"decision": ["Must be one of: approve, reject."]})
+    return transition(order_id, decision, actor=actor, params={"note": note})
+
+
+def resume_due_suspensions(*, now: datetime, limit: int = 500) -> int:
+    """Scheduler job: resume orders whose suspension ``until`` has passed. Safe to run in several processes."""
+    actor = Actor.system()
+    query = (
+        sa.select(Order.id)
+        .where(Order.status == "suspended", Order.suspended_until.is_not(None), Order.suspended_until <= now)
+        .order_by(Order.suspended_until)
+        .limit(limit)
+    )
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    resumed = 0
+    for order_id in db.session.scalars(query).all():
+        order = db.session.get(Order, order_id)
+        if order is None or order.status != "suspended":
+            continue
+        workflow.apply(order, "resume", actor, now=now, params={"note": "suspension period ended"})
+        resumed += 1
+    _commit()
+    return resumed
