@@ -182,6 +182,14 @@ def pg_app(committed_app: Flask) -> Flask:
 
 
 @pytest.fixture
+def ctx_app(request: pytest.FixtureRequest) -> Flask:
+    """Whichever app the test asked for: ``committed_app`` if it did, else the rolled-back ``app``."""
+    if "committed_app" in request.fixturenames:
+        return request.getfixturevalue("committed_app")  # type: ignore[no-any-return]
+    return request.getfixturevalue("app")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
@@ -216,7 +224,7 @@ def intake_payload(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_engineer(app: Flask) -> Callable[..., Any]:
+def make_engineer(ctx_app: Flask) -> Callable[..., Any]:
     from dispatch.services.engineers import create_engineer
 
     def factory(**overrides: Any) -> Any:
@@ -239,7 +247,7 @@ def make_engineer(app: Flask) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def make_order(app: Flask) -> Callable[..., Any]:
+def make_order(ctx_app: Flask) -> Callable[..., Any]:
     """Create an order through the intake service (schema-validated like the real endpoint)."""
     from api.intake.schemas import OrderIntakeSchema
     from dispatch.services.intake import intake_order
@@ -253,7 +261,7 @@ def make_order(app: Flask) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def make_user(app: Flask, make_engineer: Callable[..., Any]) -> Callable[..., Any]:
+def make_user(ctx_app: Flask, make_engineer: Callable[..., Any]) -> Callable[..., Any]:
     from dispatch.services.auth import create_user
 
     def factory(role: str = "dispatcher", *, username: str | None = None, engineer: Any = None) -> Any:
@@ -286,7 +294,7 @@ def token(client: FlaskClient, make_user: Callable[..., Any]) -> Callable[..., s
 
 
 @pytest.fixture
-def api_key(app: Flask) -> Callable[[str], str]:
+def api_key(ctx_app: Flask) -> Callable[[str], str]:
     from dispatch.services.auth import create_api_key
 
     def factory(scope: str = "intake") -> str:
