@@ -11,6 +11,7 @@ from flask_smorest import Api
 from api import ops
 from api.auth.routes import blp as auth_blp
 from api.common import idempotency
+from api.common.auth import authenticate_request
 from api.common.errors import register_error_handlers
 from api.common.limits import limiter
 from api.engineers.routes import blp as engineers_blp
@@ -36,7 +37,8 @@ def register(app: Flask) -> Api:
     for blueprint in (*MODULES, *MOBILE_MODULES):
         api.register_blueprint(blueprint)
     limiter.init_app(app)
-    ops.register(app)
+    ops.register(app)  # request id and the 415 check come first
+    app.before_request(authenticate_request)  # then 401, before idempotency and argument parsing
     idempotency.register(app)
     register_error_handlers(app)  # after Api(): ours replace flask-smorest's HTTPException handler
     app.add_url_rule("/", "root", lambda: redirect("/console/"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -15,12 +16,15 @@ from prometheus_client.core import GaugeMetricFamily
 from api.common.errors import error_response
 from dispatch.extensions import db
 from dispatch.models import Order
+from dispatch.vocabulary import STATUSES
 
 log = logging.getLogger("dispatch.http")
 bp = Blueprint("ops", __name__)
 
 JSON_PREFIXES = ("/api/", "/mobile/")
 MULTIPART_ENDPOINTS: set[str] = set()  # endpoints that take multipart/form-data (attachments)
+# An incoming X-Request-Id is echoed only if it looks like an id (it ends up in headers and log lines).
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,63}")
 
 
 class OrdersByStatusCollector:
@@ -33,13 +37,17 @@ class OrdersByStatusCollector:
         gauge = GaugeMetricFamily("dispatch_orders", "Orders by status", labels=["status"])
         with self.app.app_context():
             try:
-                rows = db.session.execute(sa.select(Order.status, sa.func.count()).group_by(Order.status)).all()
+                rows = db.session.execute(
+                    sa.select(Order.status, sa.func.count()).group_by(Order.status)
+                ).all()
             except sa.exc.SQLAlchemyError:
-                rows = []
+                rows = None  # database down: no samples rather than false zeros
             finally:
                 db.session.remove()
-        for status, count in rows:
-            gauge.add_metric([status], count)
+        if rows is not None:
+            counts = {status: 0 for status in STATUSES} | {status: count for status, count in rows}
+            for status, count in sorted(counts.items()):
+                gauge.add_metric([status], count)
         yield gauge
 
 
@@ -81,7 +89,7 @@ def metrics() -> Response:
 def _start() -> Any:
     g.request_started = time.perf_counter()
     incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+    g.request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     if (
         request.method in ("POST", "PUT", "PATCH")
         and request.path.startswith(JSON_PREFIXES)
@@ -101,7 +109,11 @@ def _finish(response: Response) -> Response:
     m["latency"].labels(request.method, endpoint).observe(elapsed)
     response.headers["X-Request-Id"] = g.get("request_id", "")
     log.info(
-        "%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000,
+        "%s %s %s %.1fms",
+        request.method,
+        request.path,
+        response.status_code,
+        elapsed * 1000,
     )
     return response
 
@@ -116,15 +128,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class DispatchLogHandler(logging.StreamHandler):
+    """stderr output for ``dispatch.*``, only while the host has not configured the root logger.
+
+    Records also propagate to the root logger (pytest's caplog, gunicorn or a deployment's own config); when
+    the root logger has handlers of its own they do the writing, so nothing is printed twice. Either way this
+    handler's filter has stamped ``request_id`` on the record first.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if any(not isinstance(h, logging.NullHandler) for h in logging.getLogger().handlers):
+            return
+        super().emit(record)
+
+
 def configure_logging(app: Flask) -> None:
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
-    root = logging.getLogger("dispatch")
-    if not any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters):
-        root.addHandler(handler)
-    root.setLevel(app.config.get("LOG_LEVEL", "INFO"))
-    root.propagate = False
+    logger = logging.getLogger("dispatch")
+    if not any(isinstance(h, DispatchLogHandler) for h in logger.handlers):
+        handler = DispatchLogHandler()
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+    logger.setLevel(app.config.get("LOG_LEVEL", "INFO"))
+    logger.propagate = True
 
 
 def register(app: Flask) -> None:

@@ -27,7 +27,9 @@ def create_user_command(username: str, role: str, password: str, engineer_code: 
     from dispatch.services.auth import create_user
 
     try:
-        user = create_user(username, role=role, password=password, engineer_code=engineer_code, actor=CLI_ACTOR)
+        user = create_user(
+            username, role=role, password=password, engineer_code=engineer_code, actor=CLI_ACTOR
+        )
     except DispatchError as exc:
         _fail(exc)
     click.echo(f"created user {user.username} ({user.role})")
@@ -44,7 +46,9 @@ def create_api_key_command(name: str, scopes: tuple[str, ...]) -> None:
         raw, key = create_api_key(name, list(scopes), actor=CLI_ACTOR)
     except DispatchError as exc:
         _fail(exc)
-    click.echo(f"created API key {key.name} (scopes: {', '.join(key.scopes)}); store it now, it is not shown again:")
+    click.echo(
+        f"created API key {key.name} (scopes: {', '.join(key.scopes)}); store it now, it is not shown again:"
+    )
     click.echo(raw)
 
 

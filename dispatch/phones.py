@@ -11,7 +11,7 @@ class InvalidPhone(ValueError):
 
 
 def normalise_cn_mobile(raw: str) -> str:
-    """``13800138000``, ``+86 138-0013-8000`` … → ``+8613800138000``; anything but a valid CN mobile raises."""
+    """``13800138000``, ``+86 138-0013-8000`` … → ``+8613800138000``; anything but a CN mobile raises."""
     try:
         number = phonenumbers.parse(raw, "CN")
     except phonenumbers.NumberParseException as exc:

@@ -42,7 +42,13 @@ STATUS_LABELS = {
 CLOSED_STATUSES = frozenset({"completed", "cancelled"})
 OPEN_STATUSES = tuple(s for s in STATUSES if s not in CLOSED_STATUSES)
 
-SUSPEND_REASONS = ("customer_unavailable", "customer_postponed", "no_resource", "third_party", "force_majeure")
+SUSPEND_REASONS = (
+    "customer_unavailable",
+    "customer_postponed",
+    "no_resource",
+    "third_party",
+    "force_majeure",
+)
 CUSTOMER_CAUSED_SUSPEND_REASONS = frozenset({"customer_unavailable", "customer_postponed"})
 RETURN_REASONS = ("no_resource", "wrong_address", "customer_refused", "duplicate", "other")
 CUSTOMER_CAUSED_RETURN_REASONS = frozenset({"customer_refused"})

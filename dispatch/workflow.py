@@ -97,6 +97,12 @@ def _reason_in(allowed: tuple[str, ...]) -> Guard:
     return guard
 
 
+def _until_in_future(step: Step) -> None:
+    until = step.params.get("until")
+    if until is not None and until <= step.now:
+        raise ValidationError(errors={"until": ["Must be in the future."]})
+
+
 def _install_then_pay_only(step: Step) -> None:
     if step.order.pay_mode != "install_then_pay":
         raise InvalidTransition(
@@ -197,7 +203,9 @@ def _return(step: Step) -> None:
 
 
 def _cancel(step: Step) -> None:
-    step.order.cancel_reason = step.params.get("reason")
+    order = step.order
+    order.cancel_reason = step.params.get("reason")
+    order.status_before_suspend = order.suspend_reason = order.suspended_until = None
 
 
 def _complete(step: Step) -> None:
@@ -214,38 +222,111 @@ _ASSIGNED = frozenset({"dispatched", "taken", "appointed", "on_site", "pending_a
 _OPEN = frozenset(STATUSES) - CLOSED_STATUSES
 
 
-def _t(action: str, sources: frozenset[str] | set[str], target: str | None, allowed: frozenset[str], **kw: Any) -> Transition:
+def _t(
+    action: str, sources: frozenset[str] | set[str], target: str | None, allowed: frozenset[str], **kw: Any
+) -> Transition:
     return Transition(action=action, sources=frozenset(sources), target=target, allowed=allowed, **kw)
 
 
 TRANSITIONS: dict[str, Transition] = {
     t.action: t
     for t in (
-        _t("assign", {"new", "returned"}, "dispatched", _DESK | {"system"}, guards=(_needs_engineer,),
-           effect=_set_engineer, label="派单"),
-        _t("reassign", {"dispatched", "taken", "appointed"}, "dispatched", _DESK, guards=(_needs_engineer,),
-           effect=_set_engineer, label="改派"),
+        _t(
+            "assign",
+            {"new", "returned"},
+            "dispatched",
+            _DESK | {"system"},
+            guards=(_needs_engineer,),
+            effect=_set_engineer,
+            label="派单",
+        ),
+        _t(
+            "reassign",
+            {"dispatched", "taken", "appointed"},
+            "dispatched",
+            _DESK,
+            guards=(_needs_engineer,),
+            effect=_set_engineer,
+            label="改派",
+        ),
         _t("take", {"dispatched"}, "taken", _ENGINEER, label="接单"),
         _t("contact_attempt", {"taken"}, "taken", _ENGINEER, label="联系未果"),
-        _t("appoint", {"taken"}, "appointed", _ENGINEER, guards=(_needs_window,), effect=_set_appointment,
-           label="预约"),
-        _t("reschedule", {"appointed"}, "appointed", _ENGINEER,
-           guards=(_needs_window, _needs_reschedule_reason), effect=_set_appointment, label="改约"),
+        _t(
+            "appoint",
+            {"taken"},
+            "appointed",
+            _ENGINEER,
+            guards=(_needs_window,),
+            effect=_set_appointment,
+            label="预约",
+        ),
+        _t(
+            "reschedule",
+            {"appointed"},
+            "appointed",
+            _ENGINEER,
+            guards=(_needs_window, _needs_reschedule_reason),
+            effect=_set_appointment,
+            label="改约",
+        ),
         _t("check_in", {"appointed"}, "on_site", _ENGINEER, label="上门签到"),
-        _t("submit", {"on_site"}, "pending_acceptance", _ENGINEER,
-           guards=(_install_then_pay_only, _submission_complete), label="提交受理"),
-        _t("approve", {"pending_acceptance"}, "in_progress", frozenset({"acceptance", "dispatcher"}),
-           label="受理通过"),
-        _t("reject", {"pending_acceptance"}, "on_site", frozenset({"acceptance", "dispatcher"}),
-           label="受理驳回"),
-        _t("start_work", {"on_site"}, "in_progress", _ENGINEER, guards=(_not_install_then_pay,),
-           label="开始施工"),
-        _t("complete", {"on_site", "in_progress"}, "completed", _ENGINEER,
-           guards=(_accepted_before_completion, _checklist_passes), effect=_complete, label="竣工"),
-        _t("return", _ASSIGNED, "returned", _ENGINEER, guards=(_reason_in(RETURN_REASONS),), effect=_return,
-           label="退单"),
-        _t("suspend", _OPEN - {"suspended"}, "suspended", _ENGINEER | _DESK,
-           guards=(_reason_in(SUSPEND_REASONS),), effect=_suspend, label="挂起"),
+        _t(
+            "submit",
+            {"on_site"},
+            "pending_acceptance",
+            _ENGINEER,
+            guards=(_install_then_pay_only, _submission_complete),
+            label="提交受理",
+        ),
+        _t(
+            "approve",
+            {"pending_acceptance"},
+            "in_progress",
+            frozenset({"acceptance", "dispatcher"}),
+            label="受理通过",
+        ),
+        _t(
+            "reject",
+            {"pending_acceptance"},
+            "on_site",
+            frozenset({"acceptance", "dispatcher"}),
+            label="受理驳回",
+        ),
+        _t(
+            "start_work",
+            {"on_site"},
+            "in_progress",
+            _ENGINEER,
+            guards=(_not_install_then_pay,),
+            label="开始施工",
+        ),
+        _t(
+            "complete",
+            {"on_site", "in_progress"},
+            "completed",
+            _ENGINEER,
+            guards=(_accepted_before_completion, _checklist_passes),
+            effect=_complete,
+            label="竣工",
+        ),
+        _t(
+            "return",
+            _ASSIGNED,
+            "returned",
+            _ENGINEER,
+            guards=(_reason_in(RETURN_REASONS),),
+            effect=_return,
+            label="退单",
+        ),
+        _t(
+            "suspend",
+            _OPEN - {"suspended"},
+            "suspended",
+            _ENGINEER | _DESK,
+            guards=(_reason_in(SUSPEND_REASONS), _until_in_future),
+            effect=_suspend,
+            label="挂起",
+        ),
         _t("resume", {"suspended"}, None, _DESK | {"system"}, effect=_resume, label="解挂"),
         _t("cancel", _OPEN, "cancelled", _DESK | {"intake"}, effect=_cancel, label="撤单"),
     )
@@ -254,19 +335,31 @@ TRANSITIONS: dict[str, Transition] = {
 
 def allowed_actions(order: Order, actor: Actor) -> list[str]:
     """Actions whose status and role conditions hold now (guards not evaluated): for UIs."""
-    if actor.is_engineer and order.engineer_id != actor.engineer_id:
+    if actor.is_engineer and (actor.engineer_id is None or order.engineer_id != actor.engineer_id):
         return []
     return [
-        t.action
-        for t in TRANSITIONS.values()
-        if order.status in t.sources and actor.principals & t.allowed
+        t.action for t in TRANSITIONS.values() if order.status in t.sources and actor.principals & t.allowed
     ]
 
 
 def ensure_visible(order: Order, actor: Actor) -> None:
     """Engineers see only the orders assigned to them; anything else does not exist for them (404)."""
-    if actor.is_engineer and order.engineer_id != actor.engineer_id:
+    # An engineer login not linked to an engineer sees nothing (not every unassigned order).
+    if actor.is_engineer and (actor.engineer_id is None or order.engineer_id != actor.engineer_id):
         raise NotFound("Order not found")
+
+
+def check(order: Order, action: str, actor: Actor) -> Transition:
+    """Visibility (404), role (403) and status (409) for ``action``; guards come later, in :func:`apply`."""
+    transition = TRANSITIONS.get(action)
+    if transition is None:
+        raise ValueError(f"unknown action {action!r}")
+    ensure_visible(order, actor)
+    if not actor.principals & transition.allowed:
+        raise PermissionDenied(f"{actor.role or actor.kind} may not {action} orders")
+    if order.status not in transition.sources:
+        raise InvalidTransition(action, order.status)
+    return transition
 
 
 def apply(
@@ -286,23 +379,16 @@ def apply(
     The caller owns the session and commits; nothing here commits, so the status change and its event
     always land together.
     """
-    transition = TRANSITIONS.get(action)
-    if transition is None:
-        raise ValueError(f"unknown action {action!r}")
-    ensure_visible(order, actor)
-    if not actor.principals & transition.allowed:
-        raise PermissionDenied(f"{actor.role or actor.kind} may not {action} orders")
-    if order.status not in transition.sources:
-        raise InvalidTransition(action, order.status)
+    transition = check(order, action, actor)
     step = Step(order, actor, now, params or {}, rules or Rules(), attachment_kinds)
     for guard in transition.guards:
         guard(step)
 
     from_status = order.status
+    if transition.effect is not None:  # effects see the status before the transition (suspend records it)
+        transition.effect(step)
     if transition.target is not None:
         order.status = transition.target
-    if transition.effect is not None:
-        transition.effect(step)
     order.updated_at = now
     return record_event(
         order,
@@ -320,7 +406,9 @@ def record_intake(order: Order, actor: Actor, *, now: datetime, payload: Mapping
     """The first status of an order and its ``intake`` event."""
     order.status = "new"
     order.created_at = order.updated_at = now
-    return record_event(order, "intake", actor, now=now, from_status=None, to_status="new", payload=dict(payload))
+    return record_event(
+        order, "intake", actor, now=now, from_status=None, to_status="new", payload=dict(payload)
+    )
 
 
 def record_event(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import count
@@ -18,7 +19,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
-
 from flask_sqlalchemy.session import Session as FlaskSession
 
 from dispatch.actors import Actor
@@ -42,7 +42,10 @@ _real_connect = socket.socket.connect
 def _guarded_connect(self: socket.socket, address: Any) -> Any:
     host = address[0] if isinstance(address, tuple) else address
     if isinstance(host, str) and not (
-        host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/") or self.family == socket.AF_UNIX
+        host.startswith("127.")
+        or host in ("localhost", "::1")
+        or host.startswith("/")
+        or self.family == socket.AF_UNIX
     ):
         raise RuntimeError(f"tests must not reach the network (tried {address!r})")
     return _real_connect(self, address)
@@ -81,7 +84,7 @@ def make_app(url: str, **overrides: Any) -> Flask:
         "RATELIMIT_ENABLED": False,
         "RAISE_UNEXPECTED": True,
         "CLOCK": FakeClock(T0),
-        "UPLOAD_DIR": os.environ.get("TMPDIR", "/tmp") + "/dispatch-test-uploads",
+        "UPLOAD_DIR": os.path.join(tempfile.gettempdir(), "dispatch-test-uploads"),
     }
     config.update(overrides)
     return create_app(config)
@@ -133,7 +136,11 @@ def app(session_app: Flask) -> Iterator[Flask]:
         outer = connection.begin()
         original = db.session
         db.session = db._make_scoped_session(  # type: ignore[method-assign]
-            {"bind": connection, "join_transaction_mode": "create_savepoint", "class_": ConnectionBoundSession}
+            {
+                "bind": connection,
+                "join_transaction_mode": "create_savepoint",
+                "class_": ConnectionBoundSession,
+            }
         )
         try:
             yield session_app
@@ -149,7 +156,9 @@ def truncate_all(app: Flask) -> None:
         tables = [t for t in reversed(db.metadata.sorted_tables) if t.name not in KEEP_TABLES]
         with db.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("TRUNCATE " + ", ".join(t.name for t in tables) + " RESTART IDENTITY CASCADE"))
+                conn.execute(
+                    sa.text("TRUNCATE " + ", ".join(t.name for t in tables) + " RESTART IDENTITY CASCADE")
+                )
             else:
                 conn.execute(sa.text("DROP TRIGGER IF EXISTS order_events_no_delete"))
                 for table in tables:
@@ -286,7 +295,9 @@ def token(client: FlaskClient, make_user: Callable[..., Any]) -> Callable[..., s
                 json={"username": user.username, "password": "password123", "device_id": "pda-1"},
             )
         else:
-            response = client.post("/api/v1/auth/token", json={"username": user.username, "password": "password123"})
+            response = client.post(
+                "/api/v1/auth/token", json={"username": user.username, "password": "password123"}
+            )
         assert response.status_code == 200, response.get_json()
         return str(response.get_json()["access_token"])
 

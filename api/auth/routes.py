@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from api.auth.schemas import TokenRequestSchema, TokenSchema, WhoAmISchema
 from api.common.auth import bearer_token, current_actor
 from api.common.limits import limiter, login_username
-from dispatch.errors import AuthenticationError
+from dispatch.errors import AuthenticationError, PermissionDenied
 from dispatch.services import auth as auth_service
 
 blp = Blueprint("api-auth", __name__, url_prefix="/api/v1/auth", description="Authentication")
@@ -40,9 +40,11 @@ class Token(MethodView):
 class Revoke(MethodView):
     @blp.response(204)
     @blp.alt_response(401, description="Unknown token")
+    @blp.alt_response(403, description="API keys are revoked by an administrator, not here")
     def post(self) -> None:
         """Revoke the bearer token of this request (log out)."""
-        current_actor()
+        if current_actor().kind != "user":
+            raise PermissionDenied("Only user tokens can be revoked here")
         token = bearer_token()
         if token is None:
             raise AuthenticationError()

@@ -39,6 +39,19 @@ def current_actor() -> Actor:
     return actor
 
 
+PUBLIC_ENDPOINTS = frozenset({"api-auth.Token", "mobile-auth.MobileToken"})
+
+
+def authenticate_request() -> None:
+    """Answer 401 before any view parses its arguments: an anonymous caller gets no validation details."""
+    if (
+        request.path.startswith(("/api/", "/mobile/"))
+        and request.endpoint is not None
+        and request.endpoint not in PUBLIC_ENDPOINTS
+    ):
+        current_actor()
+
+
 def optional_actor() -> Actor | None:
     """The caller if the request carries valid credentials, else None (never raises)."""
     try:

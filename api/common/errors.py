@@ -1,4 +1,4 @@
-"""The one place where errors become CONTRACT §3's JSON: ``{code, message, errors?}``; never a 500 for bad input."""
+"""Where errors become CONTRACT §3's JSON ``{code, message, errors?}``; bad input never yields a 5xx."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from flask import Flask, current_app, jsonify
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
@@ -23,7 +24,11 @@ def error_response(status: int, message: str, **extra: Any) -> tuple[Any, int]:
 
 def _flatten(errors: Any) -> Any:
     """webargs nests messages under their location (``{"json": {...}}``); callers want them per field."""
-    if isinstance(errors, dict) and errors and set(errors) <= {"json", "query", "form", "files", "headers", "view_args"}:
+    if (
+        isinstance(errors, dict)
+        and errors
+        and set(errors) <= {"json", "query", "form", "files", "headers", "view_args"}
+    ):
         merged: dict[str, Any] = {}
         for part in errors.values():
             if isinstance(part, dict):
@@ -40,10 +45,16 @@ def handle_http_exception(exc: HTTPException) -> Any:
     errors = _flatten(data.get("messages")) if isinstance(data, dict) else None
     message = data.get("message") if isinstance(data, dict) else None
     if not message:
-        message = "Validation failed" if status == 422 else (exc.description or exc.name)
+        if status == 422:
+            message = "Validation failed"
+        elif status == 400 and errors:  # webargs: the body did not parse
+            message = "Malformed request body"
+        else:
+            message = exc.description or exc.name
     response, status = error_response(status, message, errors=errors)
-    if status == 429 and getattr(exc, "retry_after", None):
-        response.headers["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)
+    if status == 429 and retry_after:
+        response.headers["Retry-After"] = str(retry_after)
     if exc.response is not None and exc.response.headers.get("Retry-After"):
         response.headers["Retry-After"] = exc.response.headers["Retry-After"]
     if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
@@ -67,12 +78,25 @@ def handle_stale_data(exc: StaleDataError) -> Any:
     return error_response(409, "The record was changed by someone else; reload and retry")
 
 
-def handle_database_unavailable(exc: DBAPIError) -> Any:
+def handle_database_unavailable(exc: SQLAlchemyError) -> Any:
     db.session.rollback()
-    log.warning("database unavailable: %s", exc.orig.__class__.__name__ if exc.orig else exc)
+    orig = getattr(exc, "orig", None)
+    log.warning("database unavailable: %s", orig.__class__.__name__ if orig else exc.__class__.__name__)
     response, status = error_response(503, "Database unavailable; retry shortly")
     response.headers["Retry-After"] = "5"
     return response, status
+
+
+def handle_dbapi_error(exc: DBAPIError) -> Any:
+    """A lost connection (e.g. InterfaceError after a restart) is an outage; a value the database refuses
+    (out of range, NUL byte) is bad input that a schema let through; anything else is a bug."""
+    if exc.connection_invalidated:
+        return handle_database_unavailable(exc)
+    if isinstance(exc, DataError):
+        db.session.rollback()
+        log.warning("database refused a value: %s", exc.orig.__class__.__name__ if exc.orig else exc)
+        return error_response(422, "A value is out of range or malformed")
+    return handle_unexpected(exc)
 
 
 def handle_unexpected(exc: Exception) -> Any:
@@ -89,4 +113,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(IntegrityError, handle_integrity_error)
     app.register_error_handler(StaleDataError, handle_stale_data)
     app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(PoolTimeoutError, handle_database_unavailable)  # pool exhausted
+    app.register_error_handler(DBAPIError, handle_dbapi_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -11,6 +11,18 @@ from marshmallow import fields, validate, validates_schema
 from dispatch.timeutil import to_local
 
 MAX_PAGE_SIZE = 200
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger id in a query would be a database error, not a 404/422
+YEAR_RANGE = (1970, 2999)  # near datetime.min/max a time-zone shift raises OverflowError (a 500)
+
+
+class Text(fields.String):
+    """A string that PostgreSQL can store: NUL characters are refused (a database error otherwise)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise ma.ValidationError("Must not contain NUL characters.")
+        return text
 
 
 class LocalDateTime(fields.AwareDateTime):
@@ -18,6 +30,12 @@ class LocalDateTime(fields.AwareDateTime):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        when = super()._deserialize(value, attr, data, **kwargs)
+        if not YEAR_RANGE[0] <= when.year <= YEAR_RANGE[1]:
+            raise ma.ValidationError(f"Year must be between {YEAR_RANGE[0]} and {YEAR_RANGE[1]}.")
+        return when
 
     def _serialize(self, value: datetime | None, attr: Any, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
@@ -67,7 +85,7 @@ def page_body(items: list[Any], total: int, args: dict[str, Any]) -> dict[str, A
 
 
 class Decorated:
-    """An object seen through a schema with extra attributes (a detail view's events, an assignment's warnings)."""
+    """An object seen through a schema with extra attributes (a detail's events, an assignment's warnings)."""
 
     def __init__(self, obj: Any, **extra: Any) -> None:
         self._obj = obj

@@ -50,7 +50,7 @@ class EngineerById(MethodView):
         """One engineer."""
         return engineers.get_engineer(engineer_id, actor=current_actor())
 
-    @blp.arguments(EngineerPatchSchema(partial=True))
+    @blp.arguments(EngineerPatchSchema())
     @blp.response(200, EngineerSchema)
     def patch(self, data: dict[str, Any], engineer_id: int) -> Any:
         """Change some of an engineer's fields; ``active: false`` takes them off dispatch."""

@@ -5,7 +5,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate, validates
 
-from api.common.schemas import LocalDateTime, PageArgsSchema, page_schema
+from api.common.schemas import LocalDateTime, PageArgsSchema, Text, page_schema
 from dispatch.phones import InvalidPhone, normalise_cn_mobile
 from dispatch.vocabulary import ORDER_TYPES
 
@@ -28,12 +28,14 @@ class ShiftSchema(ma.Schema):
 
 class EngineerSchema(ma.Schema):
     id = fields.Integer(dump_only=True)
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$"))
-    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$(?!\n)"))
+    name = Text(required=True, validate=validate.Length(min=1, max=64))
     phone = fields.String(required=True, validate=validate.Length(min=1, max=32))
-    team = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
-    skills = fields.List(fields.String(validate=validate.OneOf(ORDER_TYPES)), validate=validate.Length(max=10))
-    districts = fields.List(fields.String(validate=validate.Length(min=1, max=50)), validate=validate.Length(max=30))
+    team = Text(allow_none=True, validate=validate.Length(min=1, max=64))
+    skills = fields.List(
+        fields.String(validate=validate.OneOf(ORDER_TYPES)), validate=validate.Length(max=10)
+    )
+    districts = fields.List(Text(validate=validate.Length(min=1, max=50)), validate=validate.Length(max=30))
     home = fields.Nested(PositionSchema, allow_none=True)
     daily_capacity = fields.Integer(validate=validate.Range(min=0, max=100))
     shifts = fields.List(fields.Nested(ShiftSchema), validate=validate.Length(max=21))
@@ -64,9 +66,13 @@ class EngineerSchema(ma.Schema):
             "team": engineer.team.name if engineer.team else None,
             "skills": engineer.skills,
             "districts": [d.name for d in engineer.districts],
-            "home": {"lat": engineer.home_lat, "lng": engineer.home_lng} if engineer.home_lat is not None else None,
+            "home": {"lat": engineer.home_lat, "lng": engineer.home_lng}
+            if engineer.home_lat is not None
+            else None,
             "daily_capacity": engineer.daily_capacity,
-            "shifts": [{"weekday": s.weekday, "start": s.start_time, "end": s.end_time} for s in engineer.shifts],
+            "shifts": [
+                {"weekday": s.weekday, "start": s.start_time, "end": s.end_time} for s in engineer.shifts
+            ],
             "active": engineer.active,
             "created_at": engineer.created_at,
             "updated_at": engineer.updated_at,
@@ -74,12 +80,20 @@ class EngineerSchema(ma.Schema):
 
 
 class EngineerPatchSchema(EngineerSchema):
-    """Any subset of the engineer's fields."""
+    """Any subset of the engineer's fields.
+
+    ``partial`` names the top-level fields only: ``partial=True`` would also reach into the nested shifts and
+    home, letting ``{"weekday": 1}`` without times through (a KeyError, then a 500).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("partial", tuple(EngineerSchema._declared_fields))
+        super().__init__(**kwargs)
 
 
 EngineerPageSchema = page_schema(EngineerSchema, "EngineerPage")
 
 
 class EngineerQueryArgsSchema(PageArgsSchema):
-    team = fields.String(validate=validate.Length(min=1, max=64))
+    team = Text(validate=validate.Length(min=1, max=64))
     active = fields.Boolean()

@@ -9,11 +9,16 @@ from api.common.schemas import WindowSchema
 from dispatch.phones import InvalidPhone, normalise_cn_mobile
 from dispatch.vocabulary import ORDER_TYPES, PAY_MODES, PRIORITIES
 
-EXTERNAL_ID = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", error="1–64 letters, digits or . _ : -")
+# Patterns valid in Python and in ECMA 262 (they are published in /openapi.json): Python's ``$`` also matches
+# before a final newline, hence ``(?!\n)``.
+EXTERNAL_ID = validate.Regexp(
+    r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$(?!\n)", error="1–64 letters, digits or . _ : -"
+)
+NOT_BLANK = validate.Regexp(r"^[\s\S]*\S", error="Must not be blank.")
 
 
 class IntakeCustomerSchema(ma.Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=100), NOT_BLANK])
     phone = fields.String(required=True, validate=validate.Length(min=1, max=32))
 
     @validates("phone")
@@ -31,8 +36,8 @@ class IntakeCustomerSchema(ma.Schema):
 
 
 class IntakeAddressSchema(ma.Schema):
-    text = fields.String(required=True, validate=validate.Length(min=1, max=500))
-    district = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    text = fields.String(required=True, validate=[validate.Length(min=1, max=500), NOT_BLANK])
+    district = fields.String(required=True, validate=[validate.Length(min=1, max=50), NOT_BLANK])
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-90, max=90))
     lng = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=-180, max=180))
 
@@ -51,6 +56,8 @@ class OrderIntakeSchema(ma.Schema):
     address = fields.Nested(IntakeAddressSchema, required=True)
     requested_window = fields.Nested(WindowSchema, load_default=None, allow_none=True)
     products = fields.List(
-        fields.String(validate=validate.Length(min=1, max=64)), load_default=list, validate=validate.Length(max=20)
+        fields.String(validate=validate.Length(min=1, max=64)),
+        load_default=list,
+        validate=validate.Length(max=20),
     )
     notes = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))

@@ -97,7 +97,11 @@ class Suspend(MethodView):
     def post(self, data: dict[str, Any], order_id: int) -> Any:
         """Put an open order on hold with a reason code, optionally until a time."""
         return orders.suspend_order(
-            order_id, reason_code=data["reason_code"], note=data["note"], until=data["until"], actor=current_actor()
+            order_id,
+            reason_code=data["reason_code"],
+            note=data["note"],
+            until=data["until"],
+            actor=current_actor(),
         )
 
 
@@ -118,4 +122,6 @@ class Acceptance(MethodView):
     @blp.alt_response(409, description=_CONFLICT)
     def post(self, data: dict[str, Any], order_id: int) -> Any:
         """The acceptance desk's decision on a submitted install-then-pay order."""
-        return orders.decide_acceptance(order_id, decision=data["decision"], note=data["note"], actor=current_actor())
+        return orders.decide_acceptance(
+            order_id, decision=data["decision"], note=data["note"], actor=current_actor()
+        )

@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 from webargs.fields import DelimitedList
 
-from api.common.schemas import LocalDateTime, PageArgsSchema, page_schema
+from api.common.schemas import MAX_ID, LocalDateTime, PageArgsSchema, Text, page_schema
 from dispatch.vocabulary import ORDER_TYPES, STATUSES, SUSPEND_REASONS
 
 
@@ -42,7 +42,10 @@ class ClockSchema(ma.Schema):
 def _window(start: Any, end: Any) -> dict[str, Any] | None:
     if start is None:
         return None
-    return {"start": LocalDateTime()._serialize(start, None, None), "end": LocalDateTime()._serialize(end, None, None)}
+    return {
+        "start": LocalDateTime()._serialize(start, None, None),
+        "end": LocalDateTime()._serialize(end, None, None),
+    }
 
 
 class OrderSchema(ma.Schema):
@@ -68,7 +71,9 @@ class OrderSchema(ma.Schema):
     updated_at = LocalDateTime()
     completed_at = LocalDateTime(allow_none=True)
     version = fields.Integer()
-    sla = fields.Method("_sla", metadata={"description": "the SLA clocks: [{clock, status, started_at, due_at, ...}]"})
+    sla = fields.Method(
+        "_sla", metadata={"description": "the SLA clocks: [{clock, status, started_at, due_at, ...}]"}
+    )
 
     def _appointment(self, order: Any) -> dict[str, Any] | None:
         return _window(order.appointment_start, order.appointment_end)
@@ -136,13 +141,13 @@ OrderPageSchema = page_schema(OrderSchema, "OrderPage")
 class OrderQueryArgsSchema(PageArgsSchema):
     status = DelimitedList(fields.String(validate=validate.OneOf(STATUSES)), load_default=list)
     order_type = fields.String(validate=validate.OneOf(ORDER_TYPES))
-    district = fields.String(validate=validate.Length(min=1, max=50))
-    engineer_id = fields.Integer(validate=validate.Range(min=1))
-    external_id = fields.String(validate=validate.Length(min=1, max=64))
+    district = Text(validate=validate.Length(min=1, max=50))
+    engineer_id = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
+    external_id = Text(validate=validate.Length(min=1, max=64))
 
 
 class AssignSchema(ma.Schema):
-    engineer_id = fields.Integer(validate=validate.Range(min=1))
+    engineer_id = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
     auto = fields.Boolean()
 
     @ma.validates_schema
@@ -152,19 +157,19 @@ class AssignSchema(ma.Schema):
 
 
 class CancelSchema(ma.Schema):
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    reason = Text(required=True, validate=validate.Length(min=1, max=500))
 
 
 class SuspendSchema(ma.Schema):
     reason_code = fields.String(required=True, validate=validate.OneOf(SUSPEND_REASONS))
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    note = Text(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     until = LocalDateTime(load_default=None, allow_none=True)
 
 
 class ResumeSchema(ma.Schema):
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    note = Text(load_default=None, allow_none=True, validate=validate.Length(max=1000))
 
 
 class AcceptanceSchema(ma.Schema):
     decision = fields.String(required=True, validate=validate.OneOf(("approve", "reject")))
-    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    note = Text(load_default=None, allow_none=True, validate=validate.Length(max=1000))

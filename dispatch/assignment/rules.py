@@ -40,7 +40,8 @@ def on_shift(shifts: tuple[Shift, ...], start: datetime, end: datetime) -> bool:
     day, begin = start.isoweekday(), start.time()
     finish = end.time() if end.date() == start.date() else time.max
     return any(
-        s.weekday == day and (s.start <= begin < s.end or (begin < s.end and s.start < finish)) for s in shifts
+        s.weekday == day and (s.start <= begin < s.end or (begin < s.end and s.start < finish))
+        for s in shifts
     )
 
 

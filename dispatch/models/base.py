@@ -24,7 +24,7 @@ class Base(DeclarativeBase):
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on SQLite (naive UTC text) and PostgreSQL (timestamptz)."""
+    """Aware datetimes in, aware UTC out: naive UTC text on SQLite, timestamptz on PostgreSQL."""
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True

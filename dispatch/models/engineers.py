@@ -33,7 +33,9 @@ class EngineerSkill(Base):
     __tablename__ = "engineer_skills"
     __table_args__ = (sa.CheckConstraint(check_in("order_type", ORDER_TYPES), name="order_type"),)
 
-    engineer_id: Mapped[int] = mapped_column(sa.ForeignKey("engineers.id", ondelete="CASCADE"), primary_key=True)
+    engineer_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("engineers.id", ondelete="CASCADE"), primary_key=True
+    )
     order_type: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from dispatch.models.base import BigIntPK, Base, JSONType, UTCDateTime, check_in
+from dispatch.models.base import Base, BigIntPK, JSONType, UTCDateTime, check_in
 from dispatch.models.engineers import Engineer
 from dispatch.models.geo import District
 from dispatch.vocabulary import ATTACHMENT_KINDS, ORDER_TYPES, PAY_MODES, PRIORITIES, STATUSES
@@ -30,7 +30,9 @@ class Address(Base):
 
     __tablename__ = "addresses"
     __table_args__ = (
-        sa.CheckConstraint(check_in("location_source", ("intake", "centroid", "geocoded")), name="location_source"),
+        sa.CheckConstraint(
+            check_in("location_source", ("intake", "centroid", "geocoded")), name="location_source"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

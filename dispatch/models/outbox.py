@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dispatch.models.base import BigIntPK, Base, JSONType, UTCDateTime, check_in
+from dispatch.models.base import Base, BigIntPK, JSONType, UTCDateTime, check_in
 
 OUTBOX_STATUSES = ("pending", "deferred", "sent", "delivered", "undelivered", "failed", "suppressed")
 

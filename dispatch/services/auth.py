@@ -18,7 +18,7 @@ from dispatch.extensions import db
 from dispatch.models import ApiKey, AuthToken, Engineer, User
 from dispatch.vocabulary import API_KEY_SCOPES, ROLES
 
-TOKEN_PREFIX = "dt_"
+TOKEN_PREFIX = "dt_"  # noqa: S105 (a prefix, not a secret)
 KEY_PREFIX = "dk_"
 MIN_PASSWORD_LENGTH = 8
 ADMIN = frozenset({"admin", "system"})
@@ -73,7 +73,9 @@ def create_user(
     return user
 
 
-def login(username: str, password: str, *, audience: str = "api", device_id: str | None = None) -> tuple[str, User, int]:
+def login(
+    username: str, password: str, *, audience: str = "api", device_id: str | None = None
+) -> tuple[str, User, int]:
     """Check a password and issue a bearer token: ``(token, user, expires_in_seconds)``.
 
     The mobile audience is for engineers only, and binds the token to the device.
@@ -82,8 +84,9 @@ def login(username: str, password: str, *, audience: str = "api", device_id: str
     valid = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not valid or not user.active:
         raise AuthenticationError("Invalid username or password")
-    if audience == "mobile" and user.role != "engineer":
-        raise PermissionDenied("The PDA API is for engineers only")
+    if (audience == "mobile") != (user.role == "engineer"):
+        # Engineers work through the PDA API (device-bound tokens); everyone else through /api/v1.
+        raise PermissionDenied("Engineers sign in on /mobile/v1; other roles on /api/v1")
     ttl = current_app.config["MOBILE_TOKEN_TTL_SECONDS" if audience == "mobile" else "TOKEN_TTL_SECONDS"]
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
@@ -143,12 +146,18 @@ def _authenticate_key(raw: str, source: str) -> Actor:
     except ValueError:
         raise AuthenticationError() from None
     key = db.session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix))
-    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, _sha256(key.salt, secret)):
+    if (
+        key is None
+        or key.revoked_at is not None
+        or not hmac.compare_digest(key.key_hash, _sha256(key.salt, secret))
+    ):
         raise AuthenticationError()
     return Actor(kind="api_key", id=key.id, name=key.name, scopes=frozenset(key.scopes), source=source)
 
 
-def create_api_key(name: str, scopes: list[str], *, actor: Actor, raw_secret: str | None = None) -> tuple[str, ApiKey]:
+def create_api_key(
+    name: str, scopes: list[str], *, actor: Actor, raw_secret: str | None = None
+) -> tuple[str, ApiKey]:
     """Create a system key; the raw key is returned once and only its salted hash is kept."""
     require(actor, ADMIN, "create API keys")
     bad = [s for s in scopes if s not in API_KEY_SCOPES]

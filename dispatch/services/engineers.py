@@ -13,6 +13,7 @@ from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
 from dispatch.models import District, Engineer, EngineerShift, EngineerSkill, Team
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger one is unknown, not a database error
 DEFAULT_SHIFTS = tuple((weekday, time(8, 0), time(20, 0)) for weekday in range(1, 8))
 
 
@@ -27,14 +28,16 @@ def list_engineers(
     if active is not None:
         query = query.where(Engineer.active.is_(active))
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    items = db.session.scalars(query.order_by(Engineer.code).limit(page_size).offset((page - 1) * page_size)).all()
+    items = db.session.scalars(
+        query.order_by(Engineer.code).limit(page_size).offset((page - 1) * page_size)
+    ).all()
     return list(items), total
 
 
 def get_engineer(engineer_id: int, *, actor: Actor) -> Engineer:
     """One engineer."""
     require(actor, READ_ENGINEERS | {"system"}, "read engineers")
-    engineer = db.session.get(Engineer, engineer_id)
+    engineer = db.session.get(Engineer, engineer_id) if 0 < engineer_id <= MAX_ID else None
     if engineer is None:
         raise NotFound(f"Engineer {engineer_id} not found")
     return engineer
@@ -56,7 +59,7 @@ def create_engineer(data: dict[str, Any], *, actor: Actor) -> Engineer:
 def update_engineer(engineer_id: int, data: dict[str, Any], *, actor: Actor) -> Engineer:
     """Change some of an engineer's fields (PATCH semantics); ``active: false`` takes them off dispatch."""
     require(actor, MANAGE_ENGINEERS | {"system"}, "edit engineers")
-    engineer = db.session.get(Engineer, engineer_id)
+    engineer = db.session.get(Engineer, engineer_id) if 0 < engineer_id <= MAX_ID else None
     if engineer is None:
         raise NotFound(f"Engineer {engineer_id} not found")
     if "code" in data and data["code"] != engineer.code:
@@ -85,7 +88,9 @@ def _apply(engineer: Engineer, data: dict[str, Any]) -> None:
     if "shifts" in data:
         shifts = data["shifts"]
         rows = (
-            [(s["weekday"], s["start"], s["end"]) for s in shifts] if shifts is not None else list(DEFAULT_SHIFTS)
+            [(s["weekday"], s["start"], s["end"]) for s in shifts]
+            if shifts is not None
+            else list(DEFAULT_SHIFTS)
         )
         engineer.shifts = [EngineerShift(weekday=w, start_time=a, end_time=b) for w, a, b in rows]
 

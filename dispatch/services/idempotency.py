@@ -23,7 +23,9 @@ def claim(
     """Claim ``key`` for this request → ``(record_id, None)``, or ``(None, (status, body))`` to replay."""
     for _ in range(2):
         record = db.session.scalar(
-            sa.select(IdempotencyRecord).where(IdempotencyRecord.principal == principal, IdempotencyRecord.key == key)
+            sa.select(IdempotencyRecord).where(
+                IdempotencyRecord.principal == principal, IdempotencyRecord.key == key
+            )
         )
         now = utcnow()
         if record is not None:
@@ -70,7 +72,9 @@ def release(record_id: int) -> None:
 def purge_expired(*, now: Any, ttl_seconds: int) -> int:
     """Scheduler job: drop keys older than the retention period."""
     result = db.session.execute(
-        sa.delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - timedelta(seconds=ttl_seconds))
+        sa.delete(IdempotencyRecord).where(
+            IdempotencyRecord.created_at < now - timedelta(seconds=ttl_seconds)
+        )
     )
     db.session.commit()
     return int(getattr(result, "rowcount", 0) or 0)

@@ -115,7 +115,11 @@ def _create(data: dict[str, Any], digest: str, district: District | None, actor:
         order,
         actor,
         now=now,
-        payload={"external_id": order.external_id, "order_type": order.order_type, "pay_mode": order.pay_mode},
+        payload={
+            "external_id": order.external_id,
+            "order_type": order.order_type,
+            "pay_mode": order.pay_mode,
+        },
     )
     db.session.flush()
     return order

@@ -1,4 +1,4 @@
-"""Orders for dispatchers and the acceptance desk: queries, assignment, suspension, cancellation, acceptance."""
+"""Orders for dispatchers and the acceptance desk: queries, assignment, suspension, cancellation."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dispatch.extensions import db
 from dispatch.models import Address, Attachment, Engineer, Order, OrderEvent, OutboxMessage
 from dispatch.timeutil import local_day_bounds, to_local
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns
 ASSIGNED_STATUSES = ("dispatched", "taken", "appointed", "on_site", "pending_acceptance", "in_progress")
 
 
@@ -31,11 +32,16 @@ class OrderFilters:
     external_id: str | None = None
 
 
-def _visible_query(actor: Actor) -> sa.Select[tuple[Order]]:
+def _visible_query(actor: Actor, *, action: str | None = None) -> sa.Select[Order]:
+    """Orders the actor may see; to take ``action``, whoever the workflow allows it may load the order
+    even without read access (the intake system cancels, the scheduler assigns)."""
     query = sa.select(Order)
     if actor.is_engineer:
+        if actor.engineer_id is None:  # `engineer_id == None` would be IS NULL: every unassigned order
+            return query.where(sa.false())
         return query.where(Order.engineer_id == actor.engineer_id)
-    require(actor, READ_ORDERS, "read orders")
+    allowed = workflow.TRANSITIONS[action].allowed if action else frozenset()
+    require(actor, READ_ORDERS | allowed, "read orders")
     return query
 
 
@@ -51,17 +57,23 @@ def list_orders(filters: OrderFilters, *, page: int, page_size: int, actor: Acto
     if filters.external_id:
         query = query.where(Order.external_id == filters.external_id)
     if filters.district:
-        query = query.join(Address, Order.address_id == Address.id).where(Address.district_name == filters.district)
+        query = query.join(Address, Order.address_id == Address.id).where(
+            Address.district_name == filters.district
+        )
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0
     items = db.session.scalars(
-        query.order_by(Order.created_at.desc(), Order.id.desc()).limit(page_size).offset((page - 1) * page_size)
+        query.order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(page_size)
+        .offset((page - 1) * page_size)
     ).all()
     return list(items), total
 
 
-def get_order(order_id: int, *, actor: Actor, for_update: bool = False) -> Order:
+def get_order(order_id: int, *, actor: Actor, for_update: bool = False, action: str | None = None) -> Order:
     """One order, if the actor may see it (404 otherwise, also for an engineer's colleague's order)."""
-    query = _visible_query(actor).where(Order.id == order_id)
+    query = _visible_query(actor, action=action).where(Order.id == order_id)
+    if not 0 < order_id <= MAX_ID:  # out of the INTEGER range: PostgreSQL would raise, not find nothing
+        raise NotFound(f"Order {order_id} not found")
     if for_update:
         query = query.with_for_update(of=Order)
     order = db.session.scalar(query)
@@ -71,7 +83,11 @@ def get_order(order_id: int, *, actor: Actor, for_update: bool = False) -> Order
 
 
 def order_events(order: Order) -> list[OrderEvent]:
-    return list(db.session.scalars(sa.select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)))
+    return list(
+        db.session.scalars(
+            sa.select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
+        )
+    )
 
 
 def order_notifications(order: Order) -> list[OutboxMessage]:
@@ -106,7 +122,7 @@ def transition(
     event_payload: dict[str, Any] | None = None,
 ) -> Order:
     """Load the order (row-locked on PostgreSQL), apply one workflow action, commit."""
-    order = get_order(order_id, actor=actor, for_update=True)
+    order = get_order(order_id, actor=actor, for_update=True, action=action)
     workflow.apply(
         order,
         action,
@@ -131,16 +147,19 @@ def _commit() -> None:
 
 
 def assign_order(order_id: int, engineer_id: int, *, actor: Actor) -> tuple[Order, list[dict[str, str]]]:
-    """Assign (or reassign) an engineer by a dispatcher's choice; broken rules become warnings, not refusals."""
-    order = get_order(order_id, actor=actor, for_update=True)
+    """Assign or reassign by a dispatcher's choice; broken rules become warnings, not refusals."""
+    order = get_order(order_id, actor=actor, for_update=True, action="assign")  # reassign: a subset
+    action = "assign" if order.status in ("new", "returned") else "reassign"
+    workflow.check(order, action, actor)  # role and status come before anything about the engineer
     engineer = db.session.get(Engineer, engineer_id)
     if engineer is None:
         raise ValidationError(errors={"engineer_id": [f"No engineer with id {engineer_id}."]})
     if not engineer.active:
         raise Conflict(f"Engineer {engineer.code} is inactive", engineer_id=engineer.id)
-    broken = [v for v in rules.violations(order_facts(order), engineer_facts(engineer, order)) if v != "inactive"]
+    broken = [
+        v for v in rules.violations(order_facts(order), engineer_facts(engineer, order)) if v != "inactive"
+    ]
     warnings = [{"code": code, "message": rules.MESSAGES[code]} for code in broken]
-    action = "assign" if order.status in ("new", "returned") else "reassign"
     previous = order.engineer_id
     params = {"engineer_id": engineer.id}
     workflow.apply(
@@ -207,8 +226,6 @@ def suspend_order(
     order_id: int, *, reason_code: str, note: str | None, until: datetime | None, actor: Actor
 ) -> Order:
     """Put an open order on hold with a reason; it resumes by hand or when ``until`` passes."""
-    if until is not None and until <= utcnow():
-        raise ValidationError(errors={"until": ["Must be in the future."]})
     return transition(
         order_id, "suspend", actor=actor, params={"reason_code": reason_code, "note": note, "until": until}
     )
@@ -227,7 +244,7 @@ def decide_acceptance(order_id: int, *, decision: str, note: str | None, actor: 
 
 
 def resume_due_suspensions(*, now: datetime, limit: int = 500) -> int:
-    """Scheduler job: resume orders whose suspension ``until`` has passed. Safe to run in several processes."""
+    """Scheduler job: resume orders whose suspension ``until`` has passed; safe in several processes."""
     actor = Actor.system()
     query = (
         sa.select(Order.id)

@@ -9,9 +9,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
-from api.common.limits import limiter, login_username
 from api.auth.routes import login_limits
 from api.auth.schemas import TokenSchema
+from api.common.limits import limiter, login_username
 from dispatch.services import auth as auth_service
 
 blp = Blueprint("mobile-auth", __name__, url_prefix="/mobile/v1/auth", description="PDA authentication")

@@ -12,9 +12,14 @@ from tests.conftest import bearer, intake_payload
 
 
 def test_times_are_stored_utc_and_presented_in_the_business_zone(app, client, api_key, token):
-    body = intake_payload(requested_window={"start": "2026-11-26T09:00:00+08:00", "end": "2026-11-26T12:00:00+08:00"})
+    body = intake_payload(
+        requested_window={"start": "2026-11-26T09:00:00+08:00", "end": "2026-11-26T12:00:00+08:00"}
+    )
     created = client.post("/api/v1/intake/orders", json=body, headers=bearer(api_key("intake"))).get_json()
-    assert created["requested_window"] == {"start": "2026-11-26T09:00:00+08:00", "end": "2026-11-26T12:00:00+08:00"}
+    assert created["requested_window"] == {
+        "start": "2026-11-26T09:00:00+08:00",
+        "end": "2026-11-26T12:00:00+08:00",
+    }
     assert created["created_at"] == "2026-11-25T09:00:00+08:00"  # the fake clock's T0 is 01:00 UTC
 
     stored = db.session.scalar(sa.select(Order).where(Order.id == created["id"]))

@@ -99,6 +99,9 @@ def test_precondition_and_validation_errors_name_what_is_missing():
 def test_intake_fingerprint_ignores_key_order_and_time_zone_notation():
     at = datetime(2026, 11, 26, 9, tzinfo=timezone(timedelta(hours=8)))
     a = {"external_id": "x", "window": {"start": at, "end": at + timedelta(hours=3)}}
-    b = {"window": {"end": (at + timedelta(hours=3)).astimezone(UTC), "start": at.astimezone(UTC)}, "external_id": "x"}
+    b = {
+        "window": {"end": (at + timedelta(hours=3)).astimezone(UTC), "start": at.astimezone(UTC)},
+        "external_id": "x",
+    }
     assert fingerprint(a) == fingerprint(b)
     assert fingerprint(a) != fingerprint({**a, "external_id": "y"})
