@@ -68,6 +68,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": _env("RATELIMIT_STORAGE_URI", "memory://"),
         "QUIET_HOURS": _env("QUIET_HOURS", "21:00-08:00"),
         "AUTO_DISPATCH": _env("AUTO_DISPATCH", "off") == "on",
+        # SLA engine (ours): who gets breach SMS besides the team leader, the repair cut-off, arrival warning.
+        "DISPATCH_DESK_PHONE": os.environ.get("DISPATCH_DESK_PHONE") or None,
+        "REPAIR_CUTOFF": _env("REPAIR_CUTOFF", ""),
+        "ARRIVAL_WARN_SECONDS": _int("ARRIVAL_WARN_SECONDS", 1800),
         # Not in the contract; ours to choose, kept configurable.
         "TOKEN_TTL_SECONDS": _int("TOKEN_TTL_SECONDS", 12 * 3600),
         "MOBILE_TOKEN_TTL_SECONDS": _int("MOBILE_TOKEN_TTL_SECONDS", 7 * 24 * 3600),

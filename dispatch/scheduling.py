@@ -19,6 +19,7 @@ from flask import Flask
 from dispatch.clock import utcnow
 from dispatch.extensions import db
 from dispatch.services import idempotency, orders
+from dispatch.sla import tick
 
 log = logging.getLogger("dispatch.scheduler")
 
@@ -34,6 +35,10 @@ def resume_suspensions(app: Flask, now: datetime) -> int:
     return orders.resume_due_suspensions(now=now)
 
 
+def sla_tick(app: Flask, now: datetime) -> tick.TickResult:
+    return tick.tick(now)
+
+
 def purge_idempotency_keys(app: Flask, now: datetime) -> int:
     return idempotency.purge_expired(now=now, ttl_seconds=app.config["IDEMPOTENCY_TTL_SECONDS"])
 
@@ -43,6 +48,7 @@ def _tick(app: Flask) -> int:
 
 
 JOBS: tuple[Job, ...] = (
+    Job("sla-tick", sla_tick, _tick),
     Job("resume-suspensions", resume_suspensions, _tick),
     Job("purge-idempotency-keys", purge_idempotency_keys, lambda app: 3600),
 )

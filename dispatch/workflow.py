@@ -17,6 +17,7 @@ from typing import Any
 from dispatch.actors import Actor
 from dispatch.errors import InvalidTransition, NotFound, PermissionDenied, PreconditionFailed, ValidationError
 from dispatch.models import Order, OrderEvent
+from dispatch.sla import clocks
 from dispatch.vocabulary import (
     CLOSED_STATUSES,
     RESCHEDULE_REASONS,
@@ -390,6 +391,7 @@ def apply(
     if transition.target is not None:
         order.status = transition.target
     order.updated_at = now
+    clocks.on_transition(order, action, now=now, params=step.params)
     return record_event(
         order,
         action,
@@ -406,6 +408,7 @@ def record_intake(order: Order, actor: Actor, *, now: datetime, payload: Mapping
     """The first status of an order and its ``intake`` event."""
     order.status = "new"
     order.created_at = order.updated_at = now
+    clocks.on_transition(order, "intake", now=now, params=payload)
     return record_event(
         order, "intake", actor, now=now, from_status=None, to_status="new", payload=dict(payload)
     )

@@ -31,7 +31,7 @@ BACKENDS = ["sqlite", "postgresql"]
 T0 = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)  # 09:00 in Asia/Shanghai, a Wednesday
 INTAKE_ACTOR = Actor(kind="api_key", id=0, name="hotline", scopes=frozenset({"intake"}), source="intake")
 SYSTEM = Actor.system(name="tests", source="cli")
-KEEP_TABLES = {"districts", "alembic_version"}
+KEEP_TABLES = {"districts", "alembic_version", "sla_policies"}
 
 
 # --- no network ---------------------------------------------------------------------------------------

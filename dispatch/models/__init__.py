@@ -6,10 +6,12 @@ from dispatch.models.geo import District
 from dispatch.models.idempotency import IdempotencyRecord
 from dispatch.models.orders import Address, Attachment, Customer, Order, OrderEvent
 from dispatch.models.outbox import OutboxMessage
+from dispatch.models.sla import Alert, SlaClock, SlaPolicy
 from dispatch.models.users import ApiKey, AuthToken, User
 
 __all__ = [
     "Address",
+    "Alert",
     "ApiKey",
     "Attachment",
     "AuthToken",
@@ -23,6 +25,8 @@ __all__ = [
     "Order",
     "OrderEvent",
     "OutboxMessage",
+    "SlaClock",
+    "SlaPolicy",
     "Team",
     "User",
     "engineer_districts",

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from dispatch.models.base import Base, BigIntPK, JSONType, UTCDateTime, check_in
 from dispatch.models.engineers import Engineer
 from dispatch.models.geo import District
+from dispatch.models.sla import SlaClock
 from dispatch.vocabulary import ATTACHMENT_KINDS, ORDER_TYPES, PAY_MODES, PRIORITIES, STATUSES
 
 
@@ -104,6 +105,7 @@ class Order(Base):
     address: Mapped[Address] = relationship(lazy="joined")
     engineer: Mapped[Engineer | None] = relationship(lazy="joined")
     events: Mapped[list[OrderEvent]] = relationship(order_by="OrderEvent.id", lazy="select", viewonly=True)
+    sla_clocks: Mapped[list[SlaClock]] = relationship(order_by="SlaClock.id", lazy="selectin", viewonly=True)
     attachments: Mapped[list[Attachment]] = relationship(
         order_by="Attachment.id", lazy="select", viewonly=True
     )

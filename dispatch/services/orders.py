@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,23 +125,26 @@ def transition(
 ) -> Order:
     """Load the order (row-locked on PostgreSQL), apply one workflow action, commit."""
     order = get_order(order_id, actor=actor, for_update=True, action=action)
-    workflow.apply(
-        order,
-        action,
-        actor,
-        now=utcnow(),
-        params=params,
-        device_time=device_time,
-        attachment_kinds=attachment_kinds(order),
-        rules=workflow_rules(),
-        event_payload=event_payload,
-    )
-    _commit()
+    with committing():
+        workflow.apply(
+            order,
+            action,
+            actor,
+            now=utcnow(),
+            params=params,
+            device_time=device_time,
+            attachment_kinds=attachment_kinds(order),
+            rules=workflow_rules(),
+            event_payload=event_payload,
+        )
     return order
 
 
-def _commit() -> None:
+@contextmanager
+def committing() -> Iterator[None]:
+    """Commit what the block did; a concurrent change to the same order (stale version) is a 409."""
     try:
+        yield
         db.session.commit()
     except StaleDataError:
         db.session.rollback()
@@ -161,23 +166,22 @@ def assign_order(order_id: int, engineer_id: int, *, actor: Actor) -> tuple[Orde
     ]
     warnings = [{"code": code, "message": rules.MESSAGES[code]} for code in broken]
     previous = order.engineer_id
-    params = {"engineer_id": engineer.id}
-    workflow.apply(
-        order,
-        action,
-        actor,
-        now=utcnow(),
-        params=params,
-        rules=workflow_rules(),
-        event_payload={
-            "engineer_id": engineer.id,
-            "engineer_code": engineer.code,
-            "previous_engineer_id": previous,
-            "mode": "manual",
-            "warnings": broken,
-        },
-    )
-    _commit()
+    with committing():
+        workflow.apply(
+            order,
+            action,
+            actor,
+            now=utcnow(),
+            params={"engineer_id": engineer.id},
+            rules=workflow_rules(),
+            event_payload={
+                "engineer_id": engineer.id,
+                "engineer_code": engineer.code,
+                "previous_engineer_id": previous,
+                "mode": "manual",
+                "warnings": broken,
+            },
+        )
     return order, warnings
 
 
@@ -255,11 +259,11 @@ def resume_due_suspensions(*, now: datetime, limit: int = 500) -> int:
     if db.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     resumed = 0
-    for order_id in db.session.scalars(query).all():
-        order = db.session.get(Order, order_id)
-        if order is None or order.status != "suspended":
-            continue
-        workflow.apply(order, "resume", actor, now=now, params={"note": "suspension period ended"})
-        resumed += 1
-    _commit()
+    with committing():
+        for order_id in db.session.scalars(query).all():
+            order = db.session.get(Order, order_id)
+            if order is None or order.status != "suspended":
+                continue
+            workflow.apply(order, "resume", actor, now=now, params={"note": "suspension period ended"})
+            resumed += 1
     return resumed

@@ -1,0 +1,1 @@
+"""SLA clocks: pure due-time arithmetic (policy), clock starts and stops per transition (clocks), the tick."""

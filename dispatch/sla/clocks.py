@@ -1,0 +1,219 @@
+"""Which clocks each workflow transition starts, stops, pauses, resumes or cancels (DOMAIN.md "SLA clocks").
+
+:func:`on_transition` is called by :func:`dispatch.workflow.apply` in the transition's own transaction, so
+a status change and its clock changes commit together. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from dispatch.extensions import db
+from dispatch.models import Order, SlaClock, SlaPolicy
+from dispatch.sla import policy as arithmetic
+from dispatch.timeutil import business_tz
+from dispatch.vocabulary import CUSTOMER_CAUSED_SUSPEND_REASONS
+
+LIVE = ("running", "paused")
+ENGINEER_CLOCKS = ("take", "contact", "arrival", "acceptance")
+
+
+def policy_for(order_type: str, clock: str) -> arithmetic.Policy:
+    row = db.session.get(SlaPolicy, (order_type, clock))
+    if row is not None:
+        return arithmetic.Policy(row.target_seconds, row.warn_percent)
+    return arithmetic.default_policies()[(order_type, clock)]
+
+
+def live_clocks(order: Order) -> dict[str, SlaClock]:
+    db.session.flush()  # clocks started earlier in this transaction must be seen (also under no_autoflush)
+    rows = db.session.scalars(
+        sa.select(SlaClock).where(SlaClock.order_id == order.id, SlaClock.status.in_(LIVE))
+    ).all()
+    return {row.clock: row for row in rows}
+
+
+def start(order: Order, clock: str, now: datetime) -> SlaClock:
+    """Start ``clock`` for ``order`` under the policy in force now."""
+    policy = policy_for(order.order_type, clock)
+    if clock == "arrival":
+        assert order.appointment_start is not None
+        deadline = arithmetic.arrival_deadline(
+            now, order.appointment_start, policy, int(current_app.config.get("ARRIVAL_WARN_SECONDS", 1800))
+        )
+    else:
+        deadline = arithmetic.deadline(now, policy)
+        cutoff = arithmetic.parse_cutoff(str(current_app.config.get("REPAIR_CUTOFF") or ""))
+        if clock == "completion" and order.order_type == "repair" and cutoff is not None:
+            due = arithmetic.repair_same_day_deadline(now, cutoff, business_tz())
+            warn = now + (due - now) * policy.warn_percent / 100
+            deadline = arithmetic.Deadline(due, warn if warn < due else None)
+    row = SlaClock(
+        order_id=order.id,
+        clock=clock,
+        status="running",
+        engineer_id=order.engineer_id if clock in ENGINEER_CLOCKS else None,
+        target_seconds=int((deadline.due_at - now).total_seconds()),
+        warn_percent=policy.warn_percent,
+        started_at=now,
+        due_at=deadline.due_at,
+        warn_at=deadline.warn_at,
+        paused_seconds=0,
+    )
+    db.session.add(row)
+    return row
+
+
+def stop(row: SlaClock, now: datetime, outcome: str | None = None) -> None:
+    """Stop a clock because its condition was met: on time → met; late → breached (once)."""
+    row.stopped_at = now
+    if row.status == "breached":  # the tick already recorded the breach
+        return
+    if row.status == "paused":
+        resume(row, now)
+    row.status = arithmetic.met_or_breached(now, row.due_at)
+    if row.status == "breached":
+        row.breached_at = row.breached_at or now
+    row.outcome = outcome
+
+
+def cancel(row: SlaClock, now: datetime, outcome: str) -> None:
+    if row.status in LIVE:
+        row.status = "cancelled"
+        row.stopped_at = now
+        row.outcome = outcome
+
+
+def pause(row: SlaClock, now: datetime) -> None:
+    if row.status == "running":
+        row.status = "paused"
+        row.paused_at = now
+
+
+def resume(row: SlaClock, now: datetime) -> None:
+    """Resume a paused clock; its deadlines move by the paused time."""
+    if row.status != "paused" or row.paused_at is None:
+        return
+    paused_for = now - row.paused_at
+    row.paused_seconds += int(paused_for.total_seconds())
+    row.due_at = row.due_at + paused_for
+    row.warn_at = arithmetic.shifted(row.warn_at, paused_for)
+    row.paused_at = None
+    row.status = "running"
+
+
+def _move_arrival(row: SlaClock, order: Order, now: datetime) -> None:
+    """A customer reschedule: the same arrival clock, due at the new window start."""
+    assert order.appointment_start is not None
+    deadline = arithmetic.arrival_deadline(
+        row.started_at,
+        order.appointment_start,
+        policy_for(order.order_type, "arrival"),
+        int(current_app.config.get("ARRIVAL_WARN_SECONDS", 1800)),
+    )
+    row.due_at = deadline.due_at + timedelta(seconds=row.paused_seconds)
+    row.warn_at = arithmetic.shifted(deadline.warn_at, timedelta(seconds=row.paused_seconds))
+    if row.warn_at is not None and row.warn_at > now:
+        row.warned_at = None  # the new deadline deserves its own warning
+
+
+Handler = Callable[[Order, dict[str, SlaClock], datetime, Mapping[str, Any]], None]
+
+
+def _on_intake(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    start(order, "completion", now)
+
+
+def _on_assign(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    for name in ENGINEER_CLOCKS:
+        if name in live:
+            cancel(live[name], now, "reassigned")
+    start(order, "take", now)
+
+
+def _stop_then_start(stopped: str | None, started: str | None) -> Handler:
+    def handler(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+        if stopped and stopped in live:
+            stop(live[stopped], now)
+        if started:
+            start(order, started, now)
+
+    return handler
+
+
+def _on_reschedule(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    arrival = live.get("arrival")
+    if params.get("reason") == "customer" and arrival is not None:
+        _move_arrival(arrival, order, now)
+        return
+    if arrival is not None:  # provider-caused: the old appointment counts as missed
+        stop(arrival, now, "provider_reschedule")
+        if arrival.status == "met":
+            arrival.status = "breached"
+            arrival.breached_at = now
+    start(order, "arrival", now)
+
+
+def _on_return(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    for name in ENGINEER_CLOCKS:
+        if name in live:
+            cancel(live[name], now, "returned")
+
+
+def _on_suspend(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    # Provider-side reasons are recorded but stop no clock, unless a dispatcher approves the exclusion.
+    if params.get("reason_code") in CUSTOMER_CAUSED_SUSPEND_REASONS or params.get("exclude_from_sla"):
+        for row in live.values():
+            pause(row, now)
+
+
+def _on_resume(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    for row in live.values():
+        resume(row, now)
+
+
+def _on_complete(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    for name, row in live.items():
+        if name == "completion":
+            stop(row, now)
+        else:
+            cancel(row, now, "completed")
+
+
+def _on_cancel(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
+    for row in live.values():
+        cancel(row, now, "order_cancelled")
+
+
+HANDLERS: dict[str, Handler] = {
+    "intake": _on_intake,
+    "assign": _on_assign,
+    "reassign": _on_assign,
+    "take": _stop_then_start("take", "contact"),
+    "appoint": _stop_then_start("contact", "arrival"),
+    "reschedule": _on_reschedule,
+    "check_in": _stop_then_start("arrival", None),
+    "submit": _stop_then_start(None, "acceptance"),
+    "approve": _stop_then_start("acceptance", None),
+    "reject": _stop_then_start("acceptance", None),
+    "complete": _on_complete,
+    "return": _on_return,
+    "suspend": _on_suspend,
+    "resume": _on_resume,
+    "cancel": _on_cancel,
+}
+
+
+def on_transition(order: Order, action: str, *, now: datetime, params: Mapping[str, Any]) -> None:
+    """Apply the clock effects of ``action`` (already applied to ``order``'s status)."""
+    handler = HANDLERS.get(action)
+    if handler is None:
+        return
+    if order.id is None:
+        db.session.flush()
+    handler(order, live_clocks(order) if action != "intake" else {}, now, params)
