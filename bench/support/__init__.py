@@ -1,0 +1,1 @@
+"""Helpers for the benchmarks in bench/*.py (not benchmarks themselves)."""
