@@ -9,6 +9,7 @@ from flask import Flask, redirect
 from flask_smorest import Api
 
 from api import ops
+from api.alerts.routes import blp as alerts_blp
 from api.auth.routes import blp as auth_blp
 from api.common import idempotency
 from api.common.auth import authenticate_request
@@ -16,9 +17,11 @@ from api.common.errors import register_error_handlers
 from api.common.limits import limiter
 from api.engineers.routes import blp as engineers_blp
 from api.intake.routes import blp as intake_blp
+from api.notifications.routes import blp as notifications_blp
 from api.orders.routes import blp as orders_blp
+from api.sla.routes import blp as sla_blp
 
-MODULES = (auth_blp, intake_blp, orders_blp, engineers_blp)
+MODULES = (auth_blp, intake_blp, orders_blp, alerts_blp, notifications_blp, engineers_blp, sla_blp)
 
 
 def register(app: Flask) -> Api:

@@ -430,19 +430,44 @@ def record_event(
 
     event = OrderEvent(
         order=order,
-        action=action,
-        from_status=from_status,
-        to_status=to_status,
-        actor_type=actor.kind,
-        actor_id=actor.id,
-        actor_name=actor.name,
-        source=actor.source,
-        occurred_at=now,
-        device_time=device_time,
-        payload=_jsonable(payload),
+        **event_values(
+            action,
+            actor,
+            now=now,
+            from_status=from_status,
+            to_status=to_status,
+            payload=payload,
+            device_time=device_time,
+        ),
     )
     db.session.add(event)
     return event
+
+
+def event_values(
+    action: str,
+    actor: Actor,
+    *,
+    now: datetime,
+    from_status: str | None,
+    to_status: str | None,
+    payload: Mapping[str, Any],
+    device_time: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns of the event :func:`record_event` appends, but ``order_id``: for writers that insert
+    events in bulk with Core, in the same transaction (the SLA tick, dispatch/sla/tick.py)."""
+    return {
+        "action": action,
+        "from_status": from_status,
+        "to_status": to_status,
+        "actor_type": actor.kind,
+        "actor_id": actor.id,
+        "actor_name": actor.name,
+        "source": actor.source,
+        "occurred_at": now,
+        "device_time": device_time,
+        "payload": _jsonable(payload),
+    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,11 +13,14 @@ from api.orders.schemas import OrderSchema
 from dispatch.services import intake
 
 blp = Blueprint("api-intake", __name__, url_prefix="/api/v1/intake", description="Hotline intake")
+# One instance for every request: webargs instantiates a schema *class* (and its nested schemas) per request;
+# marshmallow schemas keep no state between loads.
+INTAKE_SCHEMA = OrderIntakeSchema()
 
 
 @blp.route("/orders")
 class IntakeOrders(MethodView):
-    @blp.arguments(OrderIntakeSchema)
+    @blp.arguments(INTAKE_SCHEMA)
     @blp.response(201, OrderSchema)
     @blp.alt_response(200, schema=OrderSchema, description="Replay: the order created by the first request")
     @blp.alt_response(409, description="external_id already used for a different order")

@@ -42,6 +42,7 @@ class Orders(MethodView):
             district=args.get("district"),
             engineer_id=args.get("engineer_id"),
             external_id=args.get("external_id"),
+            sla=args.get("sla"),
         )
         items, total = orders.list_orders(
             filters, page=args["page"], page_size=args["page_size"], actor=current_actor()

@@ -144,6 +144,12 @@ class OrderQueryArgsSchema(PageArgsSchema):
     district = Text(validate=validate.Length(min=1, max=50))
     engineer_id = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
     external_id = Text(validate=validate.Length(min=1, max=64))
+    sla = fields.String(
+        validate=validate.OneOf(("at_risk", "breached")),
+        metadata={
+            "description": "at_risk: past a warning, not yet due; breached: an open order with a breach"
+        },
+    )
 
 
 class AssignSchema(ma.Schema):

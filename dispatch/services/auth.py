@@ -140,12 +140,25 @@ def authenticate(raw: str, *, audience: str, source: str) -> Actor:
     )
 
 
+_API_KEYS: sa.Table = ApiKey.__table__  # type: ignore[assignment]
+_KEY_BY_PREFIX = sa.select(
+    _API_KEYS.c.id,
+    _API_KEYS.c.name,
+    _API_KEYS.c.salt,
+    _API_KEYS.c.key_hash,
+    _API_KEYS.c.scopes,
+    _API_KEYS.c.revoked_at,
+).where(_API_KEYS.c.prefix == sa.bindparam("prefix"))
+
+
 def _authenticate_key(raw: str, source: str) -> Actor:
     try:
         _, prefix, secret = raw.split("_", 2)
     except ValueError:
         raise AuthenticationError() from None
-    key = db.session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix))
+    # Read on every request (no cache): a revoked key is refused from the next request on, in every worker.
+    # A Core read of the columns needed (every intake request pays for it): no ORM object, no autoflush.
+    key = db.session.connection().execute(_KEY_BY_PREFIX, {"prefix": prefix}).first()
     if (
         key is None
         or key.revoked_at is not None

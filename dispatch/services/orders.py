@@ -18,7 +18,7 @@ from dispatch.assignment import rules
 from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
-from dispatch.models import Address, Attachment, Engineer, Order, OrderEvent, OutboxMessage
+from dispatch.models import Address, Attachment, Engineer, Order, OrderEvent, OutboxMessage, SlaClock
 from dispatch.timeutil import local_day_bounds, to_local
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
@@ -32,6 +32,7 @@ class OrderFilters:
     district: str | None = None
     engineer_id: int | None = None
     external_id: str | None = None
+    sla: str | None = None  # "at_risk" or "breached" (see _sla_condition)
 
 
 def _visible_query(actor: Actor, *, action: str | None = None) -> sa.Select[Order]:
@@ -62,6 +63,8 @@ def list_orders(filters: OrderFilters, *, page: int, page_size: int, actor: Acto
         query = query.join(Address, Order.address_id == Address.id).where(
             Address.district_name == filters.district
         )
+    if filters.sla:
+        query = query.where(_sla_condition(filters.sla, utcnow()))
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0
     items = db.session.scalars(
         query.order_by(Order.created_at.desc(), Order.id.desc())
@@ -69,6 +72,21 @@ def list_orders(filters: OrderFilters, *, page: int, page_size: int, actor: Acto
         .offset((page - 1) * page_size)
     ).all()
     return list(items), total
+
+
+def _sla_condition(kind: str, now: datetime) -> sa.ColumnElement[bool]:
+    """``at_risk``: a running clock past its warning time but not yet due. ``breached``: an open order with
+    a breached clock, or with a running clock already past due that the next tick will record as breached.
+    Correlated EXISTS on ``sla_clocks.order_id`` (indexed): the cost follows the order's few clocks."""
+    clocks = sa.select(SlaClock.id).where(SlaClock.order_id == Order.id)
+    if kind == "at_risk":
+        return clocks.where(
+            SlaClock.status == "running", SlaClock.warn_at <= now, SlaClock.due_at > now
+        ).exists()
+    if kind == "breached":
+        late = (SlaClock.status == "breached") | ((SlaClock.status == "running") & (SlaClock.due_at <= now))
+        return sa.and_(Order.status.not_in(("completed", "cancelled")), clocks.where(late).exists())
+    raise ValidationError(errors={"sla": ["Must be one of: at_risk, breached."]})
 
 
 def get_order(order_id: int, *, actor: Actor, for_update: bool = False, action: str | None = None) -> Order:

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm.util import identity_key
 
 from dispatch.extensions import db
 from dispatch.models import Order, SlaClock, SlaPolicy
@@ -23,8 +24,22 @@ LIVE = ("running", "paused")
 ENGINEER_CLOCKS = ("take", "contact", "arrival", "acceptance")
 
 
+_POLICIES: sa.Table = SlaPolicy.__table__  # type: ignore[assignment]
+_POLICY = sa.select(_POLICIES.c.target_seconds, _POLICIES.c.warn_percent).where(
+    _POLICIES.c.order_type == sa.bindparam("order_type"), _POLICIES.c.clock == sa.bindparam("clock")
+)
+
+
 def policy_for(order_type: str, clock: str) -> arithmetic.Policy:
-    row = db.session.get(SlaPolicy, (order_type, clock))
+    """The policy in force now, read at every start (no per-process cache: an admin's change applies to
+    the next clock started, in every worker). A policy row this session already holds wins, as with
+    ``session.get``; otherwise a two-column Core read: no ORM object and no autoflush of the caller's
+    pending rows (intake starts its clock in the middle of its own writes)."""
+    session = db.session()
+    held = session.identity_map.get(identity_key(SlaPolicy, (order_type, clock)))
+    if held is not None:
+        return arithmetic.Policy(held.target_seconds, held.warn_percent)
+    row = session.connection().execute(_POLICY, {"order_type": order_type, "clock": clock}).first()
     if row is not None:
         return arithmetic.Policy(row.target_seconds, row.warn_percent)
     return arithmetic.default_policies()[(order_type, clock)]
@@ -32,15 +47,30 @@ def policy_for(order_type: str, clock: str) -> arithmetic.Policy:
 
 def live_clocks(order: Order) -> dict[str, SlaClock]:
     db.session.flush()  # clocks started earlier in this transaction must be seen (also under no_autoflush)
+    # Locked (PostgreSQL) and re-read: a tick that claimed one first makes it not live here, and the tick
+    # skips the ones locked here, so a transition never pauses, stops or cancels a clock over its breach.
     rows = db.session.scalars(
-        sa.select(SlaClock).where(SlaClock.order_id == order.id, SlaClock.status.in_(LIVE))
+        sa.select(SlaClock)
+        .where(SlaClock.order_id == order.id, SlaClock.status.in_(LIVE))
+        .order_by(SlaClock.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     return {row.clock: row for row in rows}
 
 
 def start(order: Order, clock: str, now: datetime) -> SlaClock:
     """Start ``clock`` for ``order`` under the policy in force now."""
-    policy = policy_for(order.order_type, clock)
+    row = new_clock(order, clock, now)
+    db.session.add(row)
+    return row
+
+
+def new_clock(order: Order, clock: str, now: datetime, policy: arithmetic.Policy | None = None) -> SlaClock:
+    """The row :func:`start` adds, not added to the session, every column but ``id`` set (hotline intake
+    writes it with Core, in the order's transaction, under the policy row it read in its own lookup:
+    dispatch/services/intake.py)."""
+    policy = policy or policy_for(order.order_type, clock)
     if clock == "arrival":
         assert order.appointment_start is not None
         deadline = arithmetic.arrival_deadline(
@@ -53,7 +83,7 @@ def start(order: Order, clock: str, now: datetime) -> SlaClock:
             due = arithmetic.repair_same_day_deadline(now, cutoff, business_tz())
             warn = now + (due - now) * policy.warn_percent / 100
             deadline = arithmetic.Deadline(due, warn if warn < due else None)
-    row = SlaClock(
+    return SlaClock(
         order_id=order.id,
         clock=clock,
         status="running",
@@ -63,10 +93,13 @@ def start(order: Order, clock: str, now: datetime) -> SlaClock:
         started_at=now,
         due_at=deadline.due_at,
         warn_at=deadline.warn_at,
+        paused_at=None,
         paused_seconds=0,
+        warned_at=None,
+        breached_at=None,
+        stopped_at=None,
+        outcome=None,
     )
-    db.session.add(row)
-    return row
 
 
 def stop(row: SlaClock, now: datetime, outcome: str | None = None) -> None:
@@ -80,6 +113,20 @@ def stop(row: SlaClock, now: datetime, outcome: str | None = None) -> None:
     if row.status == "breached":
         row.breached_at = row.breached_at or now
     row.outcome = outcome
+
+
+def stop_breached(order: Order, clock: str, now: datetime) -> None:
+    """The condition of a clock the tick already breached (no longer live) is met late: it stops now."""
+    rows = db.session.scalars(
+        sa.select(SlaClock).where(
+            SlaClock.order_id == order.id,
+            SlaClock.clock == clock,
+            SlaClock.status == "breached",
+            SlaClock.stopped_at.is_(None),
+        )
+    )
+    for row in rows:
+        stop(row, now)
 
 
 def cancel(row: SlaClock, now: datetime, outcome: str) -> None:
@@ -140,6 +187,8 @@ def _stop_then_start(stopped: str | None, started: str | None) -> Handler:
     def handler(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:
         if stopped and stopped in live:
             stop(live[stopped], now)
+        elif stopped:
+            stop_breached(order, stopped, now)
         if started:
             start(order, started, now)
 
@@ -183,6 +232,8 @@ def _on_complete(order: Order, live: dict[str, SlaClock], now: datetime, params:
             stop(row, now)
         else:
             cancel(row, now, "completed")
+    if "completion" not in live:
+        stop_breached(order, "completion", now)
 
 
 def _on_cancel(order: Order, live: dict[str, SlaClock], now: datetime, params: Mapping[str, Any]) -> None:

@@ -90,6 +90,23 @@ def _engineer_body(world: World) -> dict[str, Any]:
     }
 
 
+def _alert_id(world: World) -> int:
+    """An alert on the world's order (as the SLA tick would raise), for the acknowledge route."""
+    from dispatch.clock import utcnow
+    from dispatch.models import Alert, SlaClock
+
+    clock = db.session.scalars(
+        sa.select(SlaClock).where(SlaClock.order_id == world.order_id).order_by(SlaClock.id)
+    ).first()
+    assert clock is not None
+    alert = Alert(
+        order_id=world.order_id, clock_id=clock.id, kind="warning", clock=clock.clock, created_at=utcnow()
+    )
+    db.session.add(alert)
+    db.session.commit()
+    return alert.id
+
+
 # (METHOD, path with {parameters}) → who may call it. Keep in CONTRACT §5 order.
 MATRIX: dict[tuple[str, str], Case] = {
     # Authentication
@@ -124,11 +141,24 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/orders/{order_id}/acceptance"): Case(
         console("acceptance", "dispatcher"), body=lambda w: {"decision": "approve", "note": "ok"}
     ),
+    # Alerts and notifications (dispatcher, admin)
+    ("GET", "/api/v1/alerts"): Case(console(*DESK), query="status=open"),
+    ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): Case(
+        console(*DESK), extra_path_values={"alert_id": _alert_id}
+    ),
+    ("GET", "/api/v1/notifications"): Case(console(*DESK)),
     # Engineers (admin; dispatchers and managers may read)
     ("GET", "/api/v1/engineers"): Case(console("admin", "dispatcher", "manager")),
     ("POST", "/api/v1/engineers"): Case(console("admin"), body=_engineer_body),
     ("GET", "/api/v1/engineers/{engineer_id}"): Case(console("admin", "dispatcher", "manager")),
     ("PATCH", "/api/v1/engineers/{engineer_id}"): Case(console("admin"), body=lambda w: {"name": "改名"}),
+    # SLA policies (admin; dispatchers and managers may read)
+    ("GET", "/api/v1/sla-policies"): Case(console("admin", "dispatcher", "manager")),
+    ("PUT", "/api/v1/sla-policies/{order_type}/{clock}"): Case(
+        console("admin"),
+        body=lambda w: {"target_seconds": 900, "warn_percent": 75},
+        extra_path_values={"order_type": lambda w: "repair", "clock": lambda w: "take"},
+    ),
 }
 
 PREFIXES = ("/api/v1/", "/mobile/v1/")

@@ -1,0 +1,29 @@
+"""The SMS messages of the outbox, as the dispatch desk sees them (CONTRACT §5 "Alerts and notifications")."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dispatch.actors import Actor, require
+from dispatch.extensions import db
+from dispatch.models import OutboxMessage
+
+READ_NOTIFICATIONS = frozenset({"dispatcher", "admin", "system"})
+
+
+def list_notifications(
+    *, actor: Actor, page: int, page_size: int, order_id: int | None = None
+) -> tuple[list[OutboxMessage], int]:
+    """A page of SMS outbox rows (any delivery status), newest first, and the total; other outbox kinds
+    (billing events, ...) are not notifications."""
+    require(actor, READ_NOTIFICATIONS, "read notifications")
+    query = sa.select(OutboxMessage).where(OutboxMessage.kind == "sms")
+    if order_id is not None:
+        query = query.where(OutboxMessage.order_id == order_id)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    items = db.session.scalars(
+        query.order_by(OutboxMessage.created_at.desc(), OutboxMessage.id.desc())
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    ).all()
+    return list(items), total
