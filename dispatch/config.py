@@ -9,6 +9,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = REPO_ROOT / "instance"
+GEOCODERS = ("none", "nominatim")
 
 
 class ConfigError(RuntimeError):
@@ -27,6 +28,58 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _check_geocoder(cfg: dict[str, Any]) -> None:
+    """Refuse at start what the geocoding job could only fail on later."""
+    kind = cfg["GEOCODER"]
+    if kind not in GEOCODERS:
+        raise ConfigError(f"GEOCODER must be one of {', '.join(GEOCODERS)}, got {kind!r}")
+    if kind == "nominatim":
+        # Imported here: geopy is loaded only when a geocoder is configured, and the URL is parsed by the
+        # same code that builds the geocoder.
+        from dispatch.geo.geocoding import parse_nominatim_url
+
+        parse_nominatim_url(cfg.get("NOMINATIM_URL"))
+    if float(cfg["GEOCODER_TIMEOUT_SECONDS"]) <= 0:
+        raise ConfigError("GEOCODER_TIMEOUT_SECONDS must be positive")
+    if float(cfg["GEOCODER_MIN_DELAY_SECONDS"]) < 0:
+        raise ConfigError("GEOCODER_MIN_DELAY_SECONDS must not be negative")
+    if float(cfg["GEOCODE_MAX_KM_FROM_DISTRICT"]) <= 0:
+        raise ConfigError("GEOCODE_MAX_KM_FROM_DISTRICT must be positive")
+    if int(cfg["GEOCODE_MAX_ATTEMPTS"]) < 1:
+        raise ConfigError("GEOCODE_MAX_ATTEMPTS must be at least 1")
+
+
+REDISPATCH_TRIGGERS = ("return", "take_breach")
+
+
+def redispatch_triggers(raw: str | tuple[str, ...] | None, auto_dispatch: bool) -> tuple[str, ...]:
+    """``AUTO_REDISPATCH``: unset follows ``AUTO_DISPATCH`` (both triggers when on), ``off`` none, or a
+    comma list of ``return`` and ``take_breach``."""
+    if isinstance(raw, tuple):
+        return raw
+    if raw is None or raw.strip() == "":
+        return REDISPATCH_TRIGGERS if auto_dispatch else ()
+    if raw.strip() == "off":
+        return ()
+    triggers = tuple(t.strip() for t in raw.split(",") if t.strip())
+    unknown = sorted(set(triggers) - set(REDISPATCH_TRIGGERS))
+    if unknown:
+        raise ConfigError(
+            f"AUTO_REDISPATCH: unknown trigger(s) {', '.join(unknown)}; use return, take_breach or off"
+        )
+    return triggers
 
 
 def normalise_database_url(url: str) -> str:
@@ -68,10 +121,24 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": _env("RATELIMIT_STORAGE_URI", "memory://"),
         "QUIET_HOURS": _env("QUIET_HOURS", "21:00-08:00"),
         "AUTO_DISPATCH": _env("AUTO_DISPATCH", "off") == "on",
+        # Geocoding (dispatch/geo/geocoding.py): the public Nominatim allows one request a second.
+        "GEOCODER_TIMEOUT_SECONDS": _float("GEOCODER_TIMEOUT_SECONDS", 5.0),
+        "GEOCODER_MIN_DELAY_SECONDS": _float("GEOCODER_MIN_DELAY_SECONDS", 1.0),
+        "GEOCODE_MAX_KM_FROM_DISTRICT": _float("GEOCODE_MAX_KM_FROM_DISTRICT", 30.0),
+        "GEOCODE_MAX_ATTEMPTS": _int("GEOCODE_MAX_ATTEMPTS", 8),
         # SLA engine (ours): who gets breach SMS besides the team leader, the repair cut-off, arrival warning.
         "DISPATCH_DESK_PHONE": os.environ.get("DISPATCH_DESK_PHONE") or None,
         "REPAIR_CUTOFF": _env("REPAIR_CUTOFF", ""),
         "ARRIVAL_WARN_SECONDS": _int("ARRIVAL_WARN_SECONDS", 1800),
+        # Assignment (ours): score weights, distance scale, live-position freshness, re-dispatch triggers.
+        "ASSIGNMENT_WEIGHTS": _env(
+            "ASSIGNMENT_WEIGHTS", "distance=0.4,load=0.3,sla_urgency=0.2,team_balance=0.1"
+        ),
+        "ASSIGNMENT_MAX_KM": _float("ASSIGNMENT_MAX_KM", 30.0),
+        "POSITION_MAX_AGE_SECONDS": _int("POSITION_MAX_AGE_SECONDS", 7200),
+        "URGENCY_HORIZON_SECONDS": _int("URGENCY_HORIZON_SECONDS", 3600),
+        "AUTO_DISPATCH_RETRY_SECONDS": _int("AUTO_DISPATCH_RETRY_SECONDS", 60),
+        "AUTO_REDISPATCH": os.environ.get("AUTO_REDISPATCH"),
         # Not in the contract; ours to choose, kept configurable.
         "TOKEN_TTL_SECONDS": _int("TOKEN_TTL_SECONDS", 12 * 3600),
         "MOBILE_TOKEN_TTL_SECONDS": _int("MOBILE_TOKEN_TTL_SECONDS", 7 * 24 * 3600),
@@ -92,7 +159,15 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     if overrides:
         cfg.update(overrides)
+    _check_geocoder(cfg)
     cfg["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(cfg["SQLALCHEMY_DATABASE_URI"])
+    cfg["AUTO_REDISPATCH"] = redispatch_triggers(cfg["AUTO_REDISPATCH"], bool(cfg["AUTO_DISPATCH"]))
+    from dispatch.assignment.scoring import Weights
+
+    try:
+        Weights.parse(cfg["ASSIGNMENT_WEIGHTS"])
+    except ValueError as exc:
+        raise ConfigError(f"ASSIGNMENT_WEIGHTS: {exc}") from None
     if cfg["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         # A server that accepts connections but never answers must become a 503, not a hung worker.
         options = cfg["SQLALCHEMY_ENGINE_OPTIONS"] = dict(cfg["SQLALCHEMY_ENGINE_OPTIONS"])

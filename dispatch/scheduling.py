@@ -18,7 +18,8 @@ from flask import Flask
 
 from dispatch.clock import utcnow
 from dispatch.extensions import db
-from dispatch.services import idempotency, orders
+from dispatch.geo import geocoding
+from dispatch.services import dispatching, idempotency, orders
 from dispatch.sla import tick
 
 log = logging.getLogger("dispatch.scheduler")
@@ -43,6 +44,14 @@ def purge_idempotency_keys(app: Flask, now: datetime) -> int:
     return idempotency.purge_expired(now=now, ttl_seconds=app.config["IDEMPOTENCY_TTL_SECONDS"])
 
 
+def geocode_addresses(app: Flask, now: datetime) -> geocoding.GeocodeResult:
+    return geocoding.geocode_pending(now)  # nothing at all while GEOCODER=none
+
+
+def auto_dispatch(app: Flask, now: datetime) -> dispatching.SweepResult:
+    return dispatching.sweep(now)  # nothing while AUTO_DISPATCH=off and AUTO_REDISPATCH is empty
+
+
 def _tick(app: Flask) -> int:
     return int(app.config["SCHEDULER_TICK_SECONDS"])
 
@@ -51,6 +60,8 @@ JOBS: tuple[Job, ...] = (
     Job("sla-tick", sla_tick, _tick),
     Job("resume-suspensions", resume_suspensions, _tick),
     Job("purge-idempotency-keys", purge_idempotency_keys, lambda app: 3600),
+    Job("geocode-addresses", geocode_addresses, _tick),
+    Job("auto-dispatch", auto_dispatch, _tick),
 )
 
 

@@ -54,6 +54,8 @@ RETURN_REASONS = ("no_resource", "wrong_address", "customer_refused", "duplicate
 CUSTOMER_CAUSED_RETURN_REASONS = frozenset({"customer_refused"})
 RESCHEDULE_REASONS = ("customer", "provider")
 CONTACT_OUTCOMES = ("reached", "no_answer", "busy", "wrong_number")
+# Why auto-dispatch must not give an order to an engineer again (dispatch.models.AssignmentExclusion).
+EXCLUSION_REASONS = ("returned", "take_breach")
 
 ATTACHMENT_KINDS = ("id_card", "before", "after", "ont_label", "signature")
 

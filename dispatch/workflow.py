@@ -16,7 +16,7 @@ from typing import Any
 
 from dispatch.actors import Actor
 from dispatch.errors import InvalidTransition, NotFound, PermissionDenied, PreconditionFailed, ValidationError
-from dispatch.models import Order, OrderEvent
+from dispatch.models import AssignmentExclusion, Order, OrderEvent
 from dispatch.sla import clocks
 from dispatch.vocabulary import (
     CLOSED_STATUSES,
@@ -199,8 +199,16 @@ def _resume(step: Step) -> None:
 
 
 def _return(step: Step) -> None:
-    step.order.return_reason = step.params["reason_code"]
-    step.order.engineer_id = None
+    order = step.order
+    engineer_id = order.engineer_id
+    # Auto-dispatch must not hand the order straight back to the engineer who returned it. (The exclusions
+    # are loaded before anything on the order changes: a load flushes, and each flush bumps its version.)
+    if engineer_id is not None and not any(e.engineer_id == engineer_id for e in order.exclusions):
+        order.exclusions.append(
+            AssignmentExclusion(engineer_id=engineer_id, reason="returned", created_at=step.now)
+        )
+    order.return_reason = step.params["reason_code"]
+    order.engineer_id = None
 
 
 def _cancel(step: Step) -> None:
@@ -245,7 +253,7 @@ TRANSITIONS: dict[str, Transition] = {
             "reassign",
             {"dispatched", "taken", "appointed"},
             "dispatched",
-            _DESK,
+            _DESK | {"system"},  # the system: re-dispatch after a take breach (AUTO_REDISPATCH)
             guards=(_needs_engineer,),
             effect=_set_engineer,
             label="改派",

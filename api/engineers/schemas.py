@@ -26,6 +26,24 @@ class ShiftSchema(ma.Schema):
             raise ma.ValidationError("A shift must end after it starts.", "end")
 
 
+class LeaveSchema(ma.Schema):
+    start = fields.Date(required=True)
+    end = fields.Date(required=True)
+    reason = Text(load_default=None, allow_none=True, validate=validate.Length(max=100))
+
+    @ma.validates_schema
+    def _order(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["end"] < data["start"]:
+            raise ma.ValidationError("Leave must not end before it starts.", "end")
+
+
+class LivePositionSchema(ma.Schema):
+    lat = fields.Float()
+    lng = fields.Float()
+    accuracy_m = fields.Float(allow_none=True)
+    at = LocalDateTime()
+
+
 class EngineerSchema(ma.Schema):
     id = fields.Integer(dump_only=True)
     code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$(?!\n)"))
@@ -39,6 +57,17 @@ class EngineerSchema(ma.Schema):
     home = fields.Nested(PositionSchema, allow_none=True)
     daily_capacity = fields.Integer(validate=validate.Range(min=0, max=100))
     shifts = fields.List(fields.Nested(ShiftSchema), validate=validate.Length(max=21))
+    leave = fields.List(
+        fields.Nested(LeaveSchema),
+        validate=validate.Length(max=100),
+        metadata={"description": "days off, inclusive local dates; replaces the whole list"},
+    )
+    position = fields.Nested(
+        LivePositionSchema,
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "the last position the PDA reported (null: none yet)"},
+    )
     active = fields.Boolean()
     created_at = LocalDateTime(dump_only=True)
     updated_at = LocalDateTime(dump_only=True)
@@ -73,6 +102,17 @@ class EngineerSchema(ma.Schema):
             "shifts": [
                 {"weekday": s.weekday, "start": s.start_time, "end": s.end_time} for s in engineer.shifts
             ],
+            "leave": [
+                {"start": v.start_date, "end": v.end_date, "reason": v.reason} for v in engineer.leaves
+            ],
+            "position": {
+                "lat": engineer.position_lat,
+                "lng": engineer.position_lng,
+                "accuracy_m": engineer.position_accuracy_m,
+                "at": engineer.position_at,
+            }
+            if engineer.position_at is not None
+            else None,
             "active": engineer.active,
             "created_at": engineer.created_at,
             "updated_at": engineer.updated_at,

@@ -14,6 +14,8 @@ from api.orders.schemas import (
     AssignedOrderSchema,
     AssignSchema,
     CancelSchema,
+    CandidateQueryArgsSchema,
+    CandidateSchema,
     OrderDetailSchema,
     OrderPageSchema,
     OrderQueryArgsSchema,
@@ -22,8 +24,7 @@ from api.orders.schemas import (
     SuspendSchema,
 )
 from dispatch import workflow
-from dispatch.errors import ValidationError
-from dispatch.services import orders
+from dispatch.services import dispatching, orders
 
 blp = Blueprint("api-orders", __name__, url_prefix="/api/v1/orders", description="Work orders")
 
@@ -66,17 +67,30 @@ class OrderById(MethodView):
         )
 
 
+@blp.route("/<int:order_id>/candidates")
+class Candidates(MethodView):
+    @blp.arguments(CandidateQueryArgsSchema, location="query")
+    @blp.response(200, CandidateSchema(many=True))
+    def get(self, args: dict[str, Any], order_id: int) -> Any:
+        """Engineers who may take the order, best first, each with the factors of its score."""
+        return dispatching.candidates(
+            order_id, actor=current_actor(), limit=args["limit"], include_rejected=args["include_rejected"]
+        )
+
+
 @blp.route("/<int:order_id>/assign")
 class Assign(MethodView):
     @blp.arguments(AssignSchema)
     @blp.response(200, AssignedOrderSchema)
-    @blp.alt_response(409, description=_CONFLICT + "; or the engineer is inactive")
+    @blp.alt_response(
+        409, description=_CONFLICT + "; the engineer is inactive; or (auto) no engineer qualifies"
+    )
     def post(self, data: dict[str, Any], order_id: int) -> Any:
-        """Assign or reassign an engineer; broken assignment rules come back as ``warnings``."""
-        actor = current_actor()
-        if data.get("auto"):
-            raise ValidationError(errors={"auto": ["Auto-dispatch is not enabled on this server yet."]})
-        order, warnings = orders.assign_order(order_id, data["engineer_id"], actor=actor)
+        """Assign or reassign an engineer, or the best qualified one (``auto``); broken rules of a manual
+        choice come back as ``warnings``."""
+        order, warnings = dispatching.assign_order(
+            order_id, data.get("engineer_id"), auto=bool(data.get("auto")), actor=current_actor()
+        )
         return Decorated(order, warnings=warnings)
 
 

@@ -162,6 +162,37 @@ class AssignSchema(ma.Schema):
             raise ma.ValidationError("Give either engineer_id or auto: true.", "engineer_id")
 
 
+class CandidateQueryArgsSchema(ma.Schema):
+    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=50))
+    include_rejected = fields.Boolean(
+        load_default=False,
+        metadata={"description": "also list engineers a hard rule excludes, with the rules they break"},
+    )
+
+
+class CandidateEngineerSchema(ma.Schema):
+    id = fields.Integer()
+    code = fields.String()
+    name = fields.String()
+
+
+class CandidateSchema(ma.Schema):
+    engineer = fields.Nested(CandidateEngineerSchema)
+    score = fields.Float(
+        allow_none=True, metadata={"description": "0..1, higher is better; null: rejected by a rule"}
+    )
+    distance_km = fields.Float(
+        allow_none=True, metadata={"description": "geodesic, from the live or home position"}
+    )
+    position = fields.String(allow_none=True, metadata={"description": "live, home, or null (unknown)"})
+    reasons = fields.Dict(
+        metadata={
+            "description": "per factor (distance, load, sla_urgency, team_balance): value, weight, facts"
+        }
+    )
+    violations = fields.List(fields.String(), metadata={"description": "hard rules broken (rejected ones)"})
+
+
 class CancelSchema(ma.Schema):
     reason = Text(required=True, validate=validate.Length(min=1, max=500))
 

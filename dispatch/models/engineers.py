@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -55,6 +55,19 @@ class EngineerShift(Base):
     end_time: Mapped[time]
 
 
+class EngineerLeave(Base):
+    """Days off (inclusive local dates, DISPATCH_TZ): the engineer is not proposed or auto-assigned then."""
+
+    __tablename__ = "engineer_leaves"
+    __table_args__ = (sa.CheckConstraint("start_date <= end_date", name="dates"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engineer_id: Mapped[int] = mapped_column(sa.ForeignKey("engineers.id", ondelete="CASCADE"), index=True)
+    start_date: Mapped[date]
+    end_date: Mapped[date]
+    reason: Mapped[str | None] = mapped_column(sa.String(100))
+
+
 class Engineer(Base):
     __tablename__ = "engineers"
     __table_args__ = (sa.CheckConstraint("daily_capacity >= 0", name="daily_capacity"),)
@@ -66,6 +79,11 @@ class Engineer(Base):
     team_id: Mapped[int | None] = mapped_column(sa.ForeignKey("teams.id"), index=True)
     home_lat: Mapped[float | None]
     home_lng: Mapped[float | None]
+    # The live position from the PDA's location heartbeat; the home position stands in until it is fresh.
+    position_lat: Mapped[float | None]
+    position_lng: Mapped[float | None]
+    position_accuracy_m: Mapped[float | None]
+    position_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     daily_capacity: Mapped[int] = mapped_column(default=6)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -82,6 +100,10 @@ class Engineer(Base):
         cascade="all, delete-orphan",
         lazy="selectin",
         order_by=(EngineerShift.weekday, EngineerShift.start_time),
+    )
+
+    leaves: Mapped[list[EngineerLeave]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by=lambda: EngineerLeave.start_date
     )
 
     @property

@@ -12,7 +12,14 @@ from dispatch.models.base import Base, BigIntPK, JSONType, UTCDateTime, check_in
 from dispatch.models.engineers import Engineer
 from dispatch.models.geo import District
 from dispatch.models.sla import SlaClock
-from dispatch.vocabulary import ATTACHMENT_KINDS, ORDER_TYPES, PAY_MODES, PRIORITIES, STATUSES
+from dispatch.vocabulary import (
+    ATTACHMENT_KINDS,
+    EXCLUSION_REASONS,
+    ORDER_TYPES,
+    PAY_MODES,
+    PRIORITIES,
+    STATUSES,
+)
 
 
 class Customer(Base):
@@ -34,6 +41,12 @@ class Address(Base):
         sa.CheckConstraint(
             check_in("location_source", ("intake", "centroid", "geocoded")), name="location_source"
         ),
+        sa.Index(
+            "ix_addresses_geocode_next_at",
+            "geocode_next_at",
+            postgresql_where=sa.text("geocode_next_at IS NOT NULL"),
+            sqlite_where=sa.text("geocode_next_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -44,6 +57,9 @@ class Address(Base):
     lat: Mapped[float | None]
     lng: Mapped[float | None]
     location_source: Mapped[str] = mapped_column(sa.String(16))
+    # A centroid stands in until the geocoder answers: when to ask (again), and how often it was asked.
+    geocode_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    geocode_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
 
     district: Mapped[District | None] = relationship(lazy="joined")
     customer: Mapped[Customer] = relationship()
@@ -89,6 +105,8 @@ class Order(Base):
     suspended_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     return_reason: Mapped[str | None] = mapped_column(sa.String(32))
     cancel_reason: Mapped[str | None] = mapped_column(sa.String(500))
+    # Auto-dispatch found nobody: not before this time again (dispatch.services.dispatching.sweep).
+    auto_dispatch_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Terminal resources (末梢资源) reported from the site.
     box_id: Mapped[str | None] = mapped_column(sa.String(64))
     port: Mapped[str | None] = mapped_column(sa.String(32))
@@ -106,12 +124,26 @@ class Order(Base):
     engineer: Mapped[Engineer | None] = relationship(lazy="joined")
     events: Mapped[list[OrderEvent]] = relationship(order_by="OrderEvent.id", lazy="select", viewonly=True)
     sla_clocks: Mapped[list[SlaClock]] = relationship(order_by="SlaClock.id", lazy="selectin", viewonly=True)
+    exclusions: Mapped[list[AssignmentExclusion]] = relationship(lazy="select", cascade="all, delete-orphan")
     attachments: Mapped[list[Attachment]] = relationship(
         order_by="Attachment.id", lazy="select", viewonly=True
     )
 
     # Optimistic concurrency: a stale write raises StaleDataError (→ 409) instead of overwriting.
     __mapper_args__ = {"version_id_col": version}
+
+
+class AssignmentExclusion(Base):
+    """An engineer auto-dispatch must not give this order again (they returned it or let ``take`` breach);
+    a dispatcher may still choose them by hand."""
+
+    __tablename__ = "assignment_exclusions"
+    __table_args__ = (sa.CheckConstraint(check_in("reason", EXCLUSION_REASONS), name="reason"),)
+
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), primary_key=True)
+    engineer_id: Mapped[int] = mapped_column(sa.ForeignKey("engineers.id"), primary_key=True)
+    reason: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class OrderEvent(Base):

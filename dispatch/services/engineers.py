@@ -11,7 +11,7 @@ from dispatch.actors import MANAGE_ENGINEERS, READ_ENGINEERS, Actor, require
 from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
-from dispatch.models import District, Engineer, EngineerShift, EngineerSkill, Team
+from dispatch.models import District, Engineer, EngineerLeave, EngineerShift, EngineerSkill, Team
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger one is unknown, not a database error
 DEFAULT_SHIFTS = tuple((weekday, time(8, 0), time(20, 0)) for weekday in range(1, 8))
@@ -93,6 +93,11 @@ def _apply(engineer: Engineer, data: dict[str, Any]) -> None:
             else list(DEFAULT_SHIFTS)
         )
         engineer.shifts = [EngineerShift(weekday=w, start_time=a, end_time=b) for w, a, b in rows]
+    if "leave" in data:
+        engineer.leaves = [
+            EngineerLeave(start_date=v["start"], end_date=v["end"], reason=v.get("reason"))
+            for v in sorted(data["leave"], key=lambda v: (v["start"], v["end"]))
+        ]
 
 
 def _team(name: str) -> Team:

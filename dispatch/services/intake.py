@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -31,6 +32,7 @@ from dispatch.clock import utcnow
 from dispatch.errors import Conflict, ValidationError
 from dispatch.extensions import db
 from dispatch.models import Address, Customer, District, Order, OrderEvent, SlaClock, SlaPolicy
+from dispatch.services import dispatching
 from dispatch.sla import clocks
 from dispatch.sla import policy as arithmetic
 
@@ -132,11 +134,16 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
         try:
             order = _create(data, digest, found, actor, written)
             _commit_keeping_state()
-            return order, True
         except IntegrityError as exc:
             db.session.rollback()
             _forget(written)
             failure = exc
+            continue
+        if current_app.config.get("AUTO_DISPATCH"):
+            # After the order's own commit: the order exists whatever dispatching does; nobody qualified →
+            # it stays new and the scheduler's auto-dispatch sweep tries again.
+            dispatching.try_auto_dispatch(order.id, expect_status="new")
+        return order, True
     raise AssertionError("unreachable")
 
 
@@ -168,6 +175,8 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
         "lat": address_data["lat"] if has_position else (found.district_lat if known else None),
         "lng": address_data["lng"] if has_position else (found.district_lng if known else None),
         "location_source": "intake" if has_position else "centroid",
+        # The scheduler's geocoding job replaces the centroid later; intake never waits for a geocoder.
+        "geocode_next_at": None if has_position else now,
     }
     address = _loaded(Address(id=conn.execute(_INSERT_ADDRESS, values).scalar_one(), **values), written)
     set_committed_value(address, "customer", customer)

@@ -18,8 +18,8 @@ from dispatch.assignment import rules
 from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
-from dispatch.models import Address, Attachment, Engineer, Order, OrderEvent, OutboxMessage, SlaClock
-from dispatch.timeutil import local_day_bounds, to_local
+from dispatch.models import Address, Attachment, Order, OrderEvent, OutboxMessage, SlaClock
+from dispatch.timeutil import to_local
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
 ASSIGNED_STATUSES = ("dispatched", "taken", "appointed", "on_site", "pending_acceptance", "in_progress")
@@ -169,40 +169,6 @@ def committing() -> Iterator[None]:
         raise Conflict("The order was changed by someone else; reload and retry") from None
 
 
-def assign_order(order_id: int, engineer_id: int, *, actor: Actor) -> tuple[Order, list[dict[str, str]]]:
-    """Assign or reassign by a dispatcher's choice; broken rules become warnings, not refusals."""
-    order = get_order(order_id, actor=actor, for_update=True, action="assign")  # reassign: a subset
-    action = "assign" if order.status in ("new", "returned") else "reassign"
-    workflow.check(order, action, actor)  # role and status come before anything about the engineer
-    engineer = db.session.get(Engineer, engineer_id)
-    if engineer is None:
-        raise ValidationError(errors={"engineer_id": [f"No engineer with id {engineer_id}."]})
-    if not engineer.active:
-        raise Conflict(f"Engineer {engineer.code} is inactive", engineer_id=engineer.id)
-    broken = [
-        v for v in rules.violations(order_facts(order), engineer_facts(engineer, order)) if v != "inactive"
-    ]
-    warnings = [{"code": code, "message": rules.MESSAGES[code]} for code in broken]
-    previous = order.engineer_id
-    with committing():
-        workflow.apply(
-            order,
-            action,
-            actor,
-            now=utcnow(),
-            params={"engineer_id": engineer.id},
-            rules=workflow_rules(),
-            event_payload={
-                "engineer_id": engineer.id,
-                "engineer_code": engineer.code,
-                "previous_engineer_id": previous,
-                "mode": "manual",
-                "warnings": broken,
-            },
-        )
-    return order, warnings
-
-
 def order_facts(order: Order) -> rules.OrderFacts:
     start = order.appointment_start or order.requested_start or utcnow()
     end = order.appointment_end or order.requested_end or start
@@ -211,31 +177,6 @@ def order_facts(order: Order) -> rules.OrderFacts:
         district_id=order.address.district_id,
         window_start=to_local(start),
         window_end=to_local(end),
-    )
-
-
-def engineer_facts(engineer: Engineer, order: Order) -> rules.EngineerFacts:
-    day = order_facts(order).window_start.date()
-    begin, end = local_day_bounds(day)
-    planned = sa.func.coalesce(Order.appointment_start, Order.requested_start, Order.updated_at)
-    load = db.session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Order)
-        .where(
-            Order.engineer_id == engineer.id,
-            Order.id != order.id,
-            Order.status.in_(ASSIGNED_STATUSES),
-            planned >= begin,
-            planned < end,
-        )
-    )
-    return rules.EngineerFacts(
-        active=engineer.active,
-        skills=frozenset(engineer.skills),
-        district_ids=frozenset(d.id for d in engineer.districts),
-        shifts=tuple(rules.Shift(s.weekday, s.start_time, s.end_time) for s in engineer.shifts),
-        daily_capacity=engineer.daily_capacity,
-        load_that_day=load or 0,
     )
 
 

@@ -128,6 +128,7 @@ MATRIX: dict[tuple[str, str], Case] = {
     # Orders
     ("GET", "/api/v1/orders"): Case(console(*ORDER_READERS)),
     ("GET", "/api/v1/orders/{order_id}"): Case(console(*ORDER_READERS)),
+    ("GET", "/api/v1/orders/{order_id}/candidates"): Case(console(*DESK)),
     ("POST", "/api/v1/orders/{order_id}/assign"): Case(
         console(*DESK), body=lambda w: {"engineer_id": w.engineer_id}
     ),
@@ -210,7 +211,7 @@ def test_matrix_is_not_vacuous():
 
 @pytest.fixture
 def world(app, make_user, make_engineer, make_order) -> World:
-    from dispatch.services.orders import assign_order
+    from dispatch.services.dispatching import assign_order
 
     engineer_user = make_user("engineer")
     dispatcher = make_user("dispatcher")

@@ -407,7 +407,7 @@ def test_a_customer_reschedule_after_the_arrival_warning_rearms_it_without_break
 ):
     """The arrival warning fired; the customer moved the visit; the new window gets its own warning and the
     tick keeps running (it used to fail on the alert's and SMS's unique keys, stopping every later tick)."""
-    from dispatch.services.orders import assign_order
+    from dispatch.services.dispatching import assign_order
 
     engineer = make_engineer()
     user = make_user("engineer", engineer=engineer)
@@ -451,7 +451,7 @@ def test_a_clock_the_tick_breached_still_records_when_it_was_met(
     client, desk, clock, make_order, make_engineer, make_user
 ):
     """The take clock breached (tick); the engineer takes the order later: ``stopped_at`` says when."""
-    from dispatch.services.orders import assign_order
+    from dispatch.services.dispatching import assign_order
 
     engineer = make_engineer()
     user = make_user("engineer", engineer=engineer)

@@ -16,7 +16,7 @@ from dispatch.clock import FakeClock
 from dispatch.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationError
 from dispatch.extensions import db
 from dispatch.models import Engineer, Order, OrderEvent
-from dispatch.services import orders
+from dispatch.services import dispatching, orders
 from dispatch.services.orders import OrderFilters
 from tests.conftest import INTAKE_ACTOR, T0
 from tests.services.test_workflow import (
@@ -346,19 +346,25 @@ def test_a_manual_assignment_is_honoured_and_reports_each_broken_rule_as_a_warni
 ) -> None:
     engineer = flow.make_engineer(**engineer_data)
     order = flow.make_order()
-    assigned, warnings = orders.assign_order(order.id, engineer.id, actor=DISPATCHER)
+    assigned, warnings = dispatching.assign_order(order.id, engineer.id, actor=DISPATCHER)
     assert assigned.status == "dispatched"
     assert assigned.engineer_id == engineer.id
     assert warnings == [{"code": code, "message": rules.MESSAGES[code]} for code in codes]
     event = events_of(assigned)[-1]
     assert (event.action, event.from_status, event.to_status) == ("assign", "new", "dispatched")
-    assert event.payload == {
+    decision = {
+        key: event.payload[key]
+        for key in ("engineer_id", "engineer_code", "previous_engineer_id", "mode", "warnings")
+    }
+    assert decision == {
         "engineer_id": engineer.id,
         "engineer_code": engineer.code,
         "previous_engineer_id": None,
         "mode": "manual",
         "warnings": codes,
     }
+    # The decision also records the ranked candidates the dispatcher chose against.
+    assert isinstance(event.payload["candidates"], list)
 
 
 def test_capacity_counts_the_engineers_other_orders_on_the_same_local_day(flow: Flow) -> None:
@@ -373,18 +379,18 @@ def test_capacity_counts_the_engineers_other_orders_on_the_same_local_day(flow: 
         requested_window={"start": "2026-11-26T14:00:00+08:00", "end": "2026-11-26T16:00:00+08:00"}
     )
 
-    assert orders.assign_order(early_next_day.id, engineer.id, actor=DISPATCHER)[1] == []
-    assert orders.assign_order(morning.id, engineer.id, actor=DISPATCHER)[1] == []
-    _, warnings = orders.assign_order(afternoon.id, engineer.id, actor=DISPATCHER)
+    assert dispatching.assign_order(early_next_day.id, engineer.id, actor=DISPATCHER)[1] == []
+    assert dispatching.assign_order(morning.id, engineer.id, actor=DISPATCHER)[1] == []
+    _, warnings = dispatching.assign_order(afternoon.id, engineer.id, actor=DISPATCHER)
     assert [w["code"] for w in warnings] == ["capacity"]
 
 
 def test_closed_orders_do_not_take_up_capacity(flow: Flow) -> None:
     engineer = flow.make_engineer(daily_capacity=1)
     first, second = flow.make_order(), flow.make_order()
-    orders.assign_order(first.id, engineer.id, actor=DISPATCHER)
+    dispatching.assign_order(first.id, engineer.id, actor=DISPATCHER)
     orders.cancel_order(first.id, reason="撤单", actor=DISPATCHER)
-    _, warnings = orders.assign_order(second.id, engineer.id, actor=DISPATCHER)
+    _, warnings = dispatching.assign_order(second.id, engineer.id, actor=DISPATCHER)
     assert warnings == []
 
 
@@ -394,7 +400,7 @@ def test_assigning_an_inactive_engineer_is_a_conflict_and_changes_nothing(flow: 
     probe = unchanged(order)
     before = probe()
     with pytest.raises(Conflict) as info:
-        orders.assign_order(order.id, engineer.id, actor=DISPATCHER)
+        dispatching.assign_order(order.id, engineer.id, actor=DISPATCHER)
     assert not isinstance(info.value, InvalidTransition)
     assert info.value.http_status == 409
     assert info.value.to_dict()["engineer_id"] == engineer.id
@@ -404,7 +410,7 @@ def test_assigning_an_inactive_engineer_is_a_conflict_and_changes_nothing(flow: 
 def test_assigning_an_unknown_engineer_is_invalid(flow: Flow) -> None:
     order = flow.make_order()
     with pytest.raises(ValidationError) as info:
-        orders.assign_order(order.id, 987654, actor=DISPATCHER)
+        dispatching.assign_order(order.id, 987654, actor=DISPATCHER)
     assert "engineer_id" in info.value.to_dict()["errors"]
     assert order.status == "new"
 
@@ -415,7 +421,7 @@ def test_assigning_an_assigned_order_reassigns_it_and_records_the_previous_engin
 ) -> None:
     order, first = flow.order_in(status)
     second = flow.make_engineer()
-    reassigned, _ = orders.assign_order(order.id, second.id, actor=DISPATCHER)
+    reassigned, _ = dispatching.assign_order(order.id, second.id, actor=DISPATCHER)
     assert (reassigned.status, reassigned.engineer_id) == ("dispatched", second.id)
     event = events_of(reassigned)[-1]
     assert (event.action, event.from_status, event.to_status) == ("reassign", status, "dispatched")
@@ -429,7 +435,7 @@ def test_assigning_an_assigned_order_reassigns_it_and_records_the_previous_engin
 
 def test_a_returned_order_is_assigned_again_not_reassigned(flow: Flow) -> None:
     order, first = flow.order_in("returned")
-    _, warnings = orders.assign_order(order.id, first.id, actor=DISPATCHER)
+    _, warnings = dispatching.assign_order(order.id, first.id, actor=DISPATCHER)
     event = events_of(order)[-1]
     assert (event.action, event.from_status, event.payload["previous_engineer_id"]) == (
         "assign",
@@ -445,7 +451,7 @@ def test_an_order_on_site_or_closed_cannot_be_reassigned(flow: Flow, status: str
     order, first = flow.order_in(status)
     second = flow.make_engineer()
     with pytest.raises(InvalidTransition) as info:
-        orders.assign_order(order.id, second.id, actor=DISPATCHER)
+        dispatching.assign_order(order.id, second.id, actor=DISPATCHER)
     assert info.value.to_dict()["status"] == status
     assert order.engineer_id == first.id
 
@@ -455,7 +461,7 @@ def test_only_dispatchers_assign(flow: Flow, who: str) -> None:
     engineer = flow.make_engineer()
     order = flow.make_order()
     with pytest.raises(PermissionDenied):
-        orders.assign_order(order.id, engineer.id, actor=ACCEPTANCE if who == "acceptance" else MANAGER)
+        dispatching.assign_order(order.id, engineer.id, actor=ACCEPTANCE if who == "acceptance" else MANAGER)
     assert order.status == "new"
 
 

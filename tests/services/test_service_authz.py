@@ -13,7 +13,7 @@ from dispatch.actors import Actor
 from dispatch.errors import NotFound, PermissionDenied
 from dispatch.extensions import db
 from dispatch.models import ApiKey, Engineer, Order, OrderEvent, User
-from dispatch.services import auth, engineers, intake, orders
+from dispatch.services import auth, dispatching, engineers, intake, orders
 from tests.conftest import SYSTEM, intake_payload
 
 
@@ -68,7 +68,7 @@ def test_only_the_desk_assigns(app, order, make_engineer, actor):
     engineer = make_engineer()
     before = event_count(order.id)
     with pytest.raises(PermissionDenied):
-        orders.assign_order(order.id, engineer.id, actor=actor)
+        dispatching.assign_order(order.id, engineer.id, actor=actor)
     db.session.refresh(order)
     assert order.status == "new" and order.engineer_id is None
     assert event_count(order.id) == before
@@ -76,7 +76,7 @@ def test_only_the_desk_assigns(app, order, make_engineer, actor):
 
 def test_the_scheduler_may_assign(app, order, make_engineer):
     engineer = make_engineer()
-    assigned, _ = orders.assign_order(order.id, engineer.id, actor=SYSTEM)
+    assigned, _ = dispatching.assign_order(order.id, engineer.id, actor=SYSTEM)
     assert assigned.status == "dispatched" and assigned.engineer_id == engineer.id
 
 
@@ -130,7 +130,7 @@ def test_the_intake_system_may_cancel_an_order_it_cannot_read(app, order):
 
 def test_engineer_cannot_see_or_touch_a_colleagues_order(app, order, make_engineer):
     mine, theirs = make_engineer(), make_engineer()
-    orders.assign_order(order.id, theirs.id, actor=DISPATCHER)
+    dispatching.assign_order(order.id, theirs.id, actor=DISPATCHER)
     before = event_count(order.id)
     me = user("engineer", engineer_id=mine.id)
     with pytest.raises(NotFound):
@@ -143,12 +143,12 @@ def test_engineer_cannot_see_or_touch_a_colleagues_order(app, order, make_engine
 
 def test_engineer_cannot_take_desk_actions_on_their_own_order(app, order, make_engineer):
     mine = make_engineer()
-    orders.assign_order(order.id, mine.id, actor=DISPATCHER)
+    dispatching.assign_order(order.id, mine.id, actor=DISPATCHER)
     me = user("engineer", engineer_id=mine.id)
     with pytest.raises(PermissionDenied):
         orders.cancel_order(order.id, reason="x", actor=me)
     with pytest.raises(PermissionDenied):
-        orders.assign_order(order.id, mine.id, actor=me)
+        dispatching.assign_order(order.id, mine.id, actor=me)
     db.session.refresh(order)
     assert order.status == "dispatched"
 

@@ -78,7 +78,7 @@ LEGAL: dict[tuple[str, str], str] = {
 ENGINEER_ONLY = frozenset({"engineer"})
 ALLOWED: dict[str, frozenset[str]] = {
     "assign": frozenset({"dispatcher", "admin", "system"}),
-    "reassign": frozenset({"dispatcher", "admin"}),
+    "reassign": frozenset({"dispatcher", "admin", "system"}),  # system: re-dispatch after a take breach
     "take": ENGINEER_ONLY,
     "contact_attempt": ENGINEER_ONLY,
     "appoint": ENGINEER_ONLY,

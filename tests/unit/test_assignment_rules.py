@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatch.assignment.rules import MESSAGES, EngineerFacts, OrderFacts, Shift, on_shift, violations
+from dispatch.assignment.scoring import HARD_FILTERS
 from dispatch.vocabulary import ORDER_TYPES
 
 WED = date(2026, 11, 25)  # ISO weekday 3
@@ -134,6 +135,7 @@ def test_one_below_capacity_is_still_within_it() -> None:
 
 
 def test_every_broken_rule_is_reported_in_a_fixed_order() -> None:
+    day = order().window_start.date()
     nothing_fits = EngineerFacts(
         active=False,
         skills=frozenset(),
@@ -141,9 +143,13 @@ def test_every_broken_rule_is_reported_in_a_fixed_order() -> None:
         shifts=(),
         daily_capacity=1,
         load_that_day=1,
+        leaves=((day, day),),
+        excluded=True,
     )
-    assert violations(order(), nothing_fits) == ["inactive", "skill", "district", "off_shift", "capacity"]
-    assert set(MESSAGES) == {"inactive", "skill", "district", "off_shift", "capacity"}
+    everything = ["inactive", "skill", "district", "off_shift", "on_leave", "capacity", "excluded"]
+    assert violations(order(), nothing_fits) == everything
+    assert set(MESSAGES) == set(everything)
+    assert list(HARD_FILTERS) == everything  # the scorer's columns are the same rules in the same order
 
 
 # --- properties -----------------------------------------------------------------------------------------
@@ -217,8 +223,20 @@ def fitting_case(draw: st.DrawFn) -> tuple[OrderFacts, EngineerFacts]:
         shifts=(covering, *draw(st.lists(shifts_strategy(), max_size=3))),
         daily_capacity=capacity,
         load_that_day=draw(st.integers(0, capacity - 1)),
+        leaves=tuple(draw(st.lists(leave_away_from(start.date()), max_size=2))),
     )
     return facts, engineer
+
+
+@st.composite
+def leave_away_from(draw: st.DrawFn, day: date) -> tuple[date, date]:
+    """A leave range that does not touch ``day``."""
+    length = draw(st.integers(0, 10))
+    if draw(st.booleans()):
+        last = day - timedelta(days=draw(st.integers(1, 30)))
+        return last - timedelta(days=length), last
+    first = day + timedelta(days=draw(st.integers(1, 30)))
+    return first, first + timedelta(days=length)
 
 
 def without(engineer: EngineerFacts, facts: OrderFacts, rule: str) -> EngineerFacts:
@@ -232,6 +250,11 @@ def without(engineer: EngineerFacts, facts: OrderFacts, rule: str) -> EngineerFa
     if rule == "off_shift":
         day = facts.window_start.isoweekday()
         return replace(engineer, shifts=tuple(s for s in engineer.shifts if s.weekday != day))
+    if rule == "on_leave":
+        day = facts.window_start.date()
+        return replace(engineer, leaves=(*engineer.leaves, (day - timedelta(days=1), day)))
+    if rule == "excluded":
+        return replace(engineer, excluded=True)
     assert rule == "capacity"
     return replace(engineer, load_that_day=engineer.daily_capacity)
 
