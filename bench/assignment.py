@@ -4,9 +4,10 @@
   third of them failing some hard filter), BENCH_ASSIGN_RUNS (300) runs, p50/p95. Reference in the same run:
   geopy's geodesic from the order to all 2 000 engineers (what ranking would cost without numpy), and numpy's
   haversine alone. Bar: rank p95 ≤ 5 ms.
-* The endpoint: a fresh migrated database with 2 000 active engineers who all cover the order's district and
-  have its skill (the worst case: every one of them passes the SQL prefilter and is scored), 4 000 open orders
-  spread over them (load, urgency and team balance have something to count), then
+* The endpoint, twice: a fresh migrated database with 2 000 active engineers with the order's skill who all
+  cover the order's district (the worst case: every one passes the SQL prefilter and is scored), and one where
+  they cover Kunming's five districts in turn (a city: ~400 pass); 4 000 open orders spread over them (load,
+  urgency and team balance have something to count), ANALYZE, then
   ``GET /api/v1/orders/{id}/candidates`` through the Flask app in this process (WSGI, no socket), 100 runs
   after 5 warm-ups, p50/p95. Bar: p95 ≤ 50 ms.
 
@@ -93,8 +94,9 @@ def pure_scoring() -> dict[str, float]:
     }
 
 
-def load_database(url: str) -> tuple[Any, int, str]:
-    """A migrated database with the engineers and open orders; returns (app, order id, dispatcher token)."""
+def load_database(url: str, spread: int = 1) -> tuple[Any, int, str]:
+    """A migrated database with the engineers (covering ``spread`` of Kunming's districts in turn, the
+    order's first) and open orders; returns (app, order id, dispatcher token)."""
     import sqlalchemy as sa
     from flask_migrate import upgrade
 
@@ -119,6 +121,10 @@ def load_database(url: str) -> tuple[Any, int, str]:
         upgrade()
         conn = db.session.connection()
         district_id = conn.execute(sa.text("SELECT id FROM districts WHERE name = '五华区'")).scalar_one()
+        others = list(
+            conn.execute(sa.text("SELECT id FROM districts WHERE name <> '五华区' ORDER BY id")).scalars()
+        )
+        covered = [district_id, *others][:spread]
         conn.execute(
             sa.insert(Team), [{"name": f"班组{t}", "leader_phone": "+8613800000000"} for t in range(12)]
         )
@@ -147,7 +153,8 @@ def load_database(url: str) -> tuple[Any, int, str]:
             [{"engineer_id": e, "order_type": "broadband_install"} for e in engineers],
         )
         conn.execute(
-            sa.insert(engineer_districts), [{"engineer_id": e, "district_id": district_id} for e in engineers]
+            sa.insert(engineer_districts),
+            [{"engineer_id": e, "district_id": covered[i % len(covered)]} for i, e in enumerate(engineers)],
         )
         conn.execute(
             sa.insert(EngineerShift),
@@ -226,8 +233,8 @@ def _system() -> Any:
     return Actor.system(name="bench", source="cli")
 
 
-def endpoint(dbname: str) -> dict[str, float]:
-    app, order_id, token = load_database(harness.pg_url(dbname, "postgresql+psycopg"))
+def endpoint(dbname: str, spread: int) -> dict[str, float]:
+    app, order_id, token = load_database(harness.pg_url(dbname, "postgresql+psycopg"), spread)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     url = f"/api/v1/orders/{order_id}/candidates"
@@ -249,31 +256,37 @@ def main() -> int:
     logging.getLogger("dispatch.http").setLevel(logging.WARNING)  # one access-log line per request
     harness.drop_stale_databases(PREFIX)
     pure = pure_scoring()
-    dbname = f"{PREFIX}{os.getpid()}"
-    harness.create_database(dbname)
-    try:
-        with harness.terminate_as_exit():
-            http = endpoint(dbname)
-    finally:
-        harness.drop_database(dbname)
+    http: dict[int, dict[str, float]] = {}
+    for spread in (1, 5):
+        dbname = f"{PREFIX}{os.getpid()}_{spread}"
+        harness.create_database(dbname)
+        try:
+            with harness.terminate_as_exit():
+                http[spread] = endpoint(dbname, spread)
+        finally:
+            harness.drop_database(dbname)
     print(f"candidate ranking, 1 order x {ENGINEERS} engineers (PostgreSQL {harness.server_version()})")
     print(
-        f"  pure rank()            p50 {pure['rank_p50']:7.3f} ms   p95 {pure['rank_p95']:7.3f} ms   (bar p95 <= {BAR_RANK_MS} ms)"
+        f"  pure rank()      p50 {pure['rank_p50']:7.3f} ms  p95 {pure['rank_p95']:7.3f} ms"
+        f"  (bar: p95 <= {BAR_RANK_MS} ms)"
     )
     print(
-        f"  reference: numpy haversine alone p50 {pure['haversine_p50']:.3f} ms;"
-        f" geopy geodesic over all {ENGINEERS} p50 {pure['geodesic_all_p50']:.1f} ms"
+        f"    reference: numpy haversine alone p50 {pure['haversine_p50']:.3f} ms;"
+        f" geopy geodesic to all {ENGINEERS} p50 {pure['geodesic_all_p50']:.1f} ms"
         f" ({pure['geodesic_all_p50'] / pure['rank_p50']:.0f}x the whole ranking)"
     )
-    print(
-        f"  GET /candidates        p50 {http['endpoint_p50']:7.2f} ms   p95 {http['endpoint_p95']:7.2f} ms   (bar p95 <= {BAR_ENDPOINT_MS} ms;"
-        f" {ENGINEERS} engineers pass the prefilter, {OPEN_ORDERS} open orders)"
-    )
+    for spread, label in ((1, "all 2000 in the order's district"), (5, "2000 over 5 districts, ~400 pass")):
+        figures = http[spread]
+        print(
+            f"  GET /candidates  p50 {figures['endpoint_p50']:7.2f} ms  p95 {figures['endpoint_p95']:7.2f} ms"
+            f"  ({label}; {OPEN_ORDERS} open orders; bar: p95 <= {BAR_ENDPOINT_MS} ms)"
+        )
     missed = [
         name
         for name, ok in (
             ("rank p95", pure["rank_p95"] <= BAR_RANK_MS),
-            ("endpoint p95", http["endpoint_p95"] <= BAR_ENDPOINT_MS),
+            ("endpoint p95 (2000 pass)", http[1]["endpoint_p95"] <= BAR_ENDPOINT_MS),
+            ("endpoint p95 (5 districts)", http[5]["endpoint_p95"] <= BAR_ENDPOINT_MS),
         )
         if not ok
     ]
