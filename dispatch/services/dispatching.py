@@ -334,7 +334,7 @@ def candidates(
     require(actor, READ_CANDIDATES, "see assignment candidates")
     if not 1 <= limit <= MAX_CANDIDATES:
         raise ValidationError(errors={"limit": [f"Must be between 1 and {MAX_CANDIDATES}."]})
-    order = orders.get_order(order_id, actor=actor)
+    order = orders.get_order(order_id, actor=actor, action="assign")
     return _rank(order, utcnow(), settings(), limit=limit, include_rejected=include_rejected)
 
 

@@ -19,7 +19,7 @@ from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
 from dispatch.models import Address, Attachment, Order, OrderEvent, OutboxMessage, SlaClock
-from dispatch.timeutil import to_local
+from dispatch.timeutil import local_day_bounds, to_local
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
 ASSIGNED_STATUSES = ("dispatched", "taken", "appointed", "on_site", "pending_acceptance", "in_progress")
@@ -170,8 +170,14 @@ def committing() -> Iterator[None]:
 
 
 def order_facts(order: Order) -> rules.OrderFacts:
-    start = order.appointment_start or order.requested_start or utcnow()
-    end = order.appointment_end or order.requested_end or start
+    """The order as the assignment rules see it: its window (the appointment, else the requested one, else
+    the rest of today: an order without a window can be served by anyone still working today)."""
+    start = order.appointment_start or order.requested_start
+    if start is None:
+        start = utcnow()
+        end = local_day_bounds(to_local(start).date())[1]
+    else:
+        end = order.appointment_end or order.requested_end or start
     return rules.OrderFacts(
         order_type=order.order_type,
         district_id=order.address.district_id,

@@ -386,3 +386,15 @@ def test_orders_racing_for_an_engineers_last_slots_never_exceed_the_capacity(
         sa.select(sa.func.count()).select_from(Order).where(Order.engineer_id == engineer.id)
     )
     assert on_engineer == capacity
+
+
+def test_an_order_without_a_window_goes_to_whoever_still_works_today(
+    app: Flask, make_order: Callable[..., Order], make_engineer: Callable[..., Engineer], clock: FakeClock
+) -> None:
+    from datetime import UTC, datetime, time
+
+    clock.set(datetime(2026, 11, 25, 20, 30, tzinfo=UTC))  # 04:30 on Thursday the 26th in Kunming
+    today = make_engineer(shifts=[{"weekday": 4, "start": time(8), "end": time(17)}])
+    make_engineer(shifts=[{"weekday": 5, "start": time(8), "end": time(17)}])  # works on Friday only
+    order = make_order(requested_window=None)
+    assert ids(dispatching.candidates(order.id, actor=DISPATCHER)) == [today.id]

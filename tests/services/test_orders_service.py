@@ -443,7 +443,8 @@ def test_a_returned_order_is_assigned_again_not_reassigned(flow: Flow) -> None:
         None,
     )
     assert order.engineer_id == first.id
-    assert warnings == []
+    # The engineer who returned it is excluded from auto-dispatch; a dispatcher's choice is only flagged.
+    assert warnings == [{"code": "excluded", "message": rules.MESSAGES["excluded"]}]
 
 
 @pytest.mark.parametrize("status", ["on_site", "completed", "cancelled"])
