@@ -145,6 +145,16 @@ def test_seed_builds_a_consistent_month_of_kunming_work(committed_app: Flask) ->
     e001 = next(e for e in engineers if e.code == "E001")
     assert any(o.engineer_id == e001.id and o.status in ("dispatched", "taken", "appointed") for o in orders)
 
+    # The demo dispatches sensibly: every waiting order has qualified candidates, the best of them close by.
+    from dispatch.services.dispatching import candidates
+
+    waiting = [o for o in orders if o.status in ("new", "returned")]
+    assert waiting
+    for order in waiting:
+        ranked = candidates(order.id, actor=Actor.system(), limit=3)
+        assert ranked, f"no candidate for demo order {order.external_id}"
+        assert ranked[0].distance_km is not None and ranked[0].distance_km < 30
+
 
 def test_second_run_adds_nothing_and_the_demo_logins_and_key_work(committed_app: Flask) -> None:
     first = seed_demo()
