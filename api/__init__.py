@@ -20,8 +20,20 @@ from api.intake.routes import blp as intake_blp
 from api.notifications.routes import blp as notifications_blp
 from api.orders.routes import blp as orders_blp
 from api.sla.routes import blp as sla_blp
+from api.sms_templates.routes import blp as sms_templates_blp
+from api.webhooks.routes import blp as webhooks_twilio_blp
 
-MODULES = (auth_blp, intake_blp, orders_blp, alerts_blp, notifications_blp, engineers_blp, sla_blp)
+MODULES = (
+    auth_blp,
+    intake_blp,
+    orders_blp,
+    alerts_blp,
+    notifications_blp,
+    engineers_blp,
+    sla_blp,
+    webhooks_twilio_blp,
+    sms_templates_blp,
+)
 
 
 def register(app: Flask) -> Api:

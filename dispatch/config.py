@@ -10,6 +10,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = REPO_ROOT / "instance"
 GEOCODERS = ("none", "nominatim")
+SMS_BACKENDS = ("outbox", "twilio")
 
 
 class ConfigError(RuntimeError):
@@ -59,6 +60,39 @@ def _check_geocoder(cfg: dict[str, Any]) -> None:
         raise ConfigError("GEOCODE_MAX_KM_FROM_DISTRICT must be positive")
     if int(cfg["GEOCODE_MAX_ATTEMPTS"]) < 1:
         raise ConfigError("GEOCODE_MAX_ATTEMPTS must be at least 1")
+
+
+def _check_sms(cfg: dict[str, Any]) -> None:
+    """Refuse at start an SMS setup the relay could only fail on later."""
+    backend = cfg["SMS_BACKEND"]
+    if backend not in SMS_BACKENDS:
+        raise ConfigError(f"SMS_BACKEND must be one of {', '.join(SMS_BACKENDS)}, got {backend!r}")
+    if backend == "twilio":
+        missing = [k for k in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM") if not cfg.get(k)]
+        if missing:
+            raise ConfigError(f"SMS_BACKEND=twilio needs {', '.join(missing)}")
+    if float(cfg["TWILIO_TIMEOUT_SECONDS"]) <= 0:
+        raise ConfigError("TWILIO_TIMEOUT_SECONDS must be positive")
+    if float(cfg["SMS_RETRY_SECONDS"]) <= 0:
+        raise ConfigError("SMS_RETRY_SECONDS must be positive")
+    for name in ("SMS_PER_NUMBER_PER_HOUR", "SMS_MAX_ATTEMPTS"):
+        if int(cfg[name]) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+
+
+def _check_texts(cfg: dict[str, Any]) -> None:
+    """Settings written in a small syntax of their own: parsed once at start, so a typo fails fast."""
+    from dispatch.assignment.scoring import Weights
+    from dispatch.messaging.policy import parse_quiet_hours
+
+    try:
+        parse_quiet_hours(cfg["QUIET_HOURS"] or "")
+    except ValueError as exc:
+        raise ConfigError(f"QUIET_HOURS: {exc}") from None
+    try:
+        Weights.parse(cfg["ASSIGNMENT_WEIGHTS"])
+    except ValueError as exc:
+        raise ConfigError(f"ASSIGNMENT_WEIGHTS: {exc}") from None
 
 
 REDISPATCH_TRIGGERS = ("return", "take_breach")
@@ -112,6 +146,11 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "TWILIO_AUTH_TOKEN": os.environ.get("TWILIO_AUTH_TOKEN"),
         "TWILIO_FROM": os.environ.get("TWILIO_FROM"),
         "TWILIO_API_BASE_URL": _env("TWILIO_API_BASE_URL", "https://api.twilio.com"),
+        # SMS delivery (dispatch/messaging/relay.py): per-request timeout, per-number hourly limit, retries.
+        "TWILIO_TIMEOUT_SECONDS": _float("TWILIO_TIMEOUT_SECONDS", 10.0),
+        "SMS_PER_NUMBER_PER_HOUR": _int("SMS_PER_NUMBER_PER_HOUR", 10),
+        "SMS_MAX_ATTEMPTS": _int("SMS_MAX_ATTEMPTS", 8),
+        "SMS_RETRY_SECONDS": _float("SMS_RETRY_SECONDS", 30.0),
         "PUBLIC_BASE_URL": _env("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "GEOCODER": _env("GEOCODER", "none"),
         "NOMINATIM_URL": os.environ.get("NOMINATIM_URL"),
@@ -160,14 +199,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     if overrides:
         cfg.update(overrides)
     _check_geocoder(cfg)
+    _check_sms(cfg)
     cfg["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(cfg["SQLALCHEMY_DATABASE_URI"])
     cfg["AUTO_REDISPATCH"] = redispatch_triggers(cfg["AUTO_REDISPATCH"], bool(cfg["AUTO_DISPATCH"]))
-    from dispatch.assignment.scoring import Weights
-
-    try:
-        Weights.parse(cfg["ASSIGNMENT_WEIGHTS"])
-    except ValueError as exc:
-        raise ConfigError(f"ASSIGNMENT_WEIGHTS: {exc}") from None
+    _check_texts(cfg)
     if cfg["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         # A server that accepts connections but never answers must become a 503, not a hung worker.
         options = cfg["SQLALCHEMY_ENGINE_OPTIONS"] = dict(cfg["SQLALCHEMY_ENGINE_OPTIONS"])

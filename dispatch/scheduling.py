@@ -19,6 +19,7 @@ from flask import Flask
 from dispatch.clock import utcnow
 from dispatch.extensions import db
 from dispatch.geo import geocoding
+from dispatch.messaging import relay
 from dispatch.services import dispatching, idempotency, orders
 from dispatch.sla import tick
 
@@ -52,6 +53,10 @@ def auto_dispatch(app: Flask, now: datetime) -> dispatching.SweepResult:
     return dispatching.sweep(now)  # nothing while AUTO_DISPATCH=off and AUTO_REDISPATCH is empty
 
 
+def sms_relay(app: Flask, now: datetime) -> relay.RelayResult:
+    return relay.deliver_pending(now)  # SMS_BACKEND=outbox: recorded as sent, nothing leaves the machine
+
+
 def _tick(app: Flask) -> int:
     return int(app.config["SCHEDULER_TICK_SECONDS"])
 
@@ -62,6 +67,7 @@ JOBS: tuple[Job, ...] = (
     Job("purge-idempotency-keys", purge_idempotency_keys, lambda app: 3600),
     Job("geocode-addresses", geocode_addresses, _tick),
     Job("auto-dispatch", auto_dispatch, _tick),
+    Job("sms-relay", sms_relay, _tick),
 )
 
 

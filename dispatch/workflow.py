@@ -16,6 +16,7 @@ from typing import Any
 
 from dispatch.actors import Actor
 from dispatch.errors import InvalidTransition, NotFound, PermissionDenied, PreconditionFailed, ValidationError
+from dispatch.messaging import triggers
 from dispatch.models import AssignmentExclusion, Order, OrderEvent
 from dispatch.sla import clocks
 from dispatch.vocabulary import (
@@ -400,7 +401,7 @@ def apply(
         order.status = transition.target
     order.updated_at = now
     clocks.on_transition(order, action, now=now, params=step.params)
-    return record_event(
+    event = record_event(
         order,
         action,
         actor,
@@ -410,6 +411,8 @@ def apply(
         device_time=device_time,
         payload=dict(event_payload if event_payload is not None else (params or {})),
     )
+    triggers.on_transition(order, action, event, now=now)
+    return event
 
 
 def record_intake(order: Order, actor: Actor, *, now: datetime, payload: Mapping[str, Any]) -> OrderEvent:

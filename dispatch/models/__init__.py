@@ -11,6 +11,7 @@ from dispatch.models.engineers import (
 )
 from dispatch.models.geo import District, GeocodeCacheEntry
 from dispatch.models.idempotency import IdempotencyRecord
+from dispatch.models.messages import InboundMessage, SatisfactionResponse, SmsOptOut, SmsTemplate
 from dispatch.models.orders import Address, AssignmentExclusion, Attachment, Customer, Order, OrderEvent
 from dispatch.models.outbox import OutboxMessage
 from dispatch.models.sla import Alert, SlaClock, SlaPolicy
@@ -32,11 +33,15 @@ __all__ = [
     "EngineerShift",
     "EngineerSkill",
     "IdempotencyRecord",
+    "InboundMessage",
     "Order",
     "OrderEvent",
     "OutboxMessage",
+    "SatisfactionResponse",
     "SlaClock",
     "SlaPolicy",
+    "SmsOptOut",
+    "SmsTemplate",
     "Team",
     "User",
     "engineer_districts",

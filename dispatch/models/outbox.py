@@ -37,5 +37,7 @@ class OutboxMessage(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     provider_sid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    error_code: Mapped[int | None]  # the provider's, e.g. Twilio 21610 (opted out), 30003 (unreachable)
+    status_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

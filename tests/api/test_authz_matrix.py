@@ -7,6 +7,9 @@ cannot ship without saying who may call it.
 Outcomes: ``ALLOW`` means authorization let the call through (any status but 401/403/404/405 and no 5xx; a
 409 or 422 from the order's state is fine here), ``DENY`` is exactly 403, ``UNAUTH`` exactly 401 (no token,
 or a token of the other API's audience). Denied calls must change nothing.
+
+Twilio's webhooks (/webhooks/twilio/...) are in it too: public, but only Twilio's X-Twilio-Signature opens
+them, so no caller here gets through (``twilio_signed``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ def pda() -> dict[str, str]:
 
 def public() -> dict[str, str]:
     return dict.fromkeys(PRINCIPALS, ALLOW)
+
+
+def twilio_signed() -> dict[str, str]:
+    """A Twilio webhook: no bearer token or API key counts, only X-Twilio-Signature, which none of these
+    callers carries, so every one of them gets 403. Signed calls: tests/api/test_twilio_webhooks.py."""
+    return dict.fromkeys(PRINCIPALS, DENY)
 
 
 ORDER_READERS = ("dispatcher", "acceptance", "manager", "admin")
@@ -160,9 +169,19 @@ MATRIX: dict[tuple[str, str], Case] = {
         body=lambda w: {"target_seconds": 900, "warn_percent": 75},
         extra_path_values={"order_type": lambda w: "repair", "clock": lambda w: "take"},
     ),
+    # SMS templates (admin; dispatchers may read)
+    ("GET", "/api/v1/sms-templates"): Case(console("admin", "dispatcher")),
+    ("PUT", "/api/v1/sms-templates/{key}"): Case(
+        console("admin"),
+        body=lambda w: {"body": "【派单】{external_id}请接单"},
+        extra_path_values={"key": lambda w: "dispatch_engineer"},
+    ),
+    # Twilio webhooks (public, but signed by Twilio)
+    ("POST", "/webhooks/twilio/status"): Case(twilio_signed(), notes="signed: test_twilio_webhooks"),
+    ("POST", "/webhooks/twilio/inbound"): Case(twilio_signed(), notes="signed: test_twilio_webhooks"),
 }
 
-PREFIXES = ("/api/v1/", "/mobile/v1/")
+PREFIXES = ("/api/v1/", "/mobile/v1/", "/webhooks/")
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 PATH_VALUES: dict[str, Callable[[World], Any]] = {
     "order_id": lambda w: w.order_id,

@@ -105,7 +105,10 @@ def sla_events(order: Order, action: str) -> list[OrderEvent]:
 
 
 def sms_of(order: Order) -> list[OutboxMessage]:
-    query = sa.select(OutboxMessage).where(OutboxMessage.order_id == order.id)
+    """The order's SLA messages (tick-written; transitions write others, see test_sms_triggers.py)."""
+    query = sa.select(OutboxMessage).where(
+        OutboxMessage.order_id == order.id, OutboxMessage.template.in_(("sla_warning", "sla_breach"))
+    )
     return list(db.session.scalars(query.order_by(OutboxMessage.id)))
 
 
