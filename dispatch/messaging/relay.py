@@ -43,6 +43,7 @@ from dispatch.config import SMS_BACKENDS, ConfigError
 from dispatch.extensions import db
 from dispatch.messaging import policy, templates, twilio_sms
 from dispatch.models import OutboxMessage, SmsOptOut
+from dispatch.services import sms_inbound
 
 log = logging.getLogger("dispatch.sms")
 
@@ -373,7 +374,7 @@ class _Run:
                 return
             db.session.commit()
             try:
-                sid = self.sender.find_sent(
+                found = self.sender.find_sent(
                     recipient, body, message.created_at, taken=lambda sids: self.sids_taken(item, sids)
                 )
             except twilio_sms.SmsError as exc:
@@ -382,10 +383,16 @@ class _Run:
                 db.session.commit()
                 return
             self.failures_in_a_row = 0
-            if sid is not None:
-                log.info("sms %s: an earlier attempt was accepted as %s; not sending again", message.id, sid)
-                self.sent(item, body, sid)
+            if found is not None:
+                log.info(
+                    "sms %s: an earlier attempt was accepted as %s; not sending again", message.id, found.sid
+                )
+                self.sent(item, body, found.sid)
                 db.session.commit()
+                # Callbacks that came before the sid was known found no row: take the status Twilio has now.
+                sms_inbound.record_status(
+                    {"MessageSid": found.sid, "MessageStatus": found.status}, now=self.now
+                )
                 return
         if item.attempts > self.max_attempts:  # crashed attempts count too
             self.failed(item, body, f"gave up after {item.attempts - 1} attempts")

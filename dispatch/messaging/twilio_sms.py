@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -47,6 +47,13 @@ _SETTINGS = (
     "TWILIO_API_BASE_URL",
     "TWILIO_TIMEOUT_SECONDS",
 )
+
+
+class Found(NamedTuple):
+    """A message Twilio already has: its sid and the status Twilio reports for it now."""
+
+    sid: str
+    status: str
 
 
 class SmsError(Exception):
@@ -99,8 +106,9 @@ class TwilioSms:
         since: datetime,
         *,
         taken: Callable[[Sequence[str]], Collection[str]] | None = None,
-    ) -> str | None:
-        """The sid of a message Twilio accepted for ``to`` with exactly ``body`` since ``since``, or None.
+    ) -> Found | None:
+        """The message Twilio accepted for ``to`` with exactly ``body`` since ``since`` (its sid and Twilio's
+        status now: a delivery reported before we knew the sid would otherwise be lost), or None.
 
         Asks for the recipient's messages sent on or after ``since``'s day (``DateSent>=``); when none has the
         body, also their newest messages whatever their send date, since Twilio fills ``date_sent`` only
@@ -110,27 +118,28 @@ class TwilioSms:
         """
         earliest = since.astimezone(UTC) - CLOCK_SKEW
         try:
-            matches = [
-                str(m.sid)
+            matches = {
+                str(m.sid): str(m.status or "")
                 for m in self.client.messages.list(
                     to=to, date_sent_after=earliest.date().isoformat(), limit=FIND_LIMIT
                 )
                 if m.body == body
-            ]
+            }
             if not matches:
-                matches = [
-                    str(m.sid)
+                matches = {
+                    str(m.sid): str(m.status or "")
                     for m in self.client.messages.list(to=to, limit=FIND_LIMIT)
                     if m.body == body and (m.date_created is None or m.date_created >= earliest)
-                ]
+                }
         except Exception as exc:  # a look-up sends nothing: every failure just means "ask again later"
             error = classify(exc)
             text = f"look-up failed: {error}"
             raise SmsError(RETRYABLE, text, code=error.code, status=error.status) from exc
         if not matches:
             return None
-        skip = set(taken(matches)) if taken is not None else set()
-        return next((sid for sid in matches if sid not in skip), None)
+        skip = set(taken(list(matches))) if taken is not None else set()
+        sid = next((sid for sid in matches if sid not in skip), None)
+        return None if sid is None else Found(sid, matches[sid])
 
 
 def classify(exc: BaseException) -> SmsError:
@@ -211,7 +220,7 @@ def find_sent(
     since: datetime,
     *,
     taken: Callable[[Sequence[str]], Collection[str]] | None = None,
-) -> str | None:
+) -> Found | None:
     """The sid of a message Twilio accepted for ``to`` with ``body`` since ``since``, or None (see
     :meth:`TwilioSms.find_sent`)."""
     return sender_for(current_app).find_sent(to, body, since, taken=taken)

@@ -3,6 +3,7 @@ produces exactly one engineer SMS, its delivery status arrives and shows, opted-
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from dispatch.clock import utcnow
@@ -53,7 +54,7 @@ def test_a_dispatched_order_sends_one_engineer_sms_whose_delivery_shows(
     ]
 
 
-def test_an_opted_out_customer_receives_nothing_while_staff_messages_still_go(
+def test_an_opted_out_customer_receives_nothing_until_start(
     app,
     client,
     token,
@@ -87,3 +88,11 @@ def test_an_opted_out_customer_receives_nothing_while_staff_messages_still_go(
     statuses = {n["template"]: n["status"] for n in notifications(client, desk, order.id)}
     assert statuses["appointment_customer"] == "suppressed"
     assert statuses["dispatch_engineer"] == "sent"  # staff messages are not affected
+
+    start = {**stop, "Body": "START", "MessageSid": "SMin0000000000000000000000000002"}
+    assert signed_post(client, inbound, start).status_code == 200
+    later = {"start": WINDOW["start"] + timedelta(hours=4), "end": WINDOW["end"] + timedelta(hours=4)}
+    transition(order.id, "reschedule", actor=me, params={"appointment": later, "reason": "customer"})
+    deliver_pending(utcnow())
+    (moved,) = twilio.bodies_to(phone)
+    assert "13:00-16:00" in moved

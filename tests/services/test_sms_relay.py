@@ -377,6 +377,24 @@ def test_timeout_after_twilio_accepted_is_found_by_the_next_attempt_and_not_sent
     assert sent_bodies(twilio) == {message.body: 1}
 
 
+def test_a_delivery_reported_before_the_sid_was_known_is_taken_from_twilio_on_adoption(
+    app: Flask, make_sms: Callable[..., int], twilio: FakeTwilio
+) -> None:
+    message_id = make_sms()
+    twilio.accept_then_hang_next(1, seconds=TIMEOUT * 5)
+    deliver_pending(T0)
+    [accepted] = twilio.created
+    # Twilio delivered it and called back while we still had no sid: that callback found no row.
+    assert twilio.post_status_callback(app.test_client(), accepted.sid, "delivered").status_code == 204
+    assert row(message_id).status == "pending"
+
+    assert deliver_pending(T0 + timedelta(seconds=30)) == RelayResult(sent=1)
+
+    message = row(message_id)
+    assert (message.status, message.provider_sid) == ("delivered", accepted.sid)
+    assert len(twilio.creates()) == 1
+
+
 def test_a_message_still_queued_at_twilio_is_found_without_a_send_date(
     app: Flask, make_sms: Callable[..., int], twilio: FakeTwilio
 ) -> None:
