@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support import harness  # noqa: E402
+from support.fleet import load_fleet, login  # noqa: E402
 
 from dispatch.assignment.scoring import HARD_FILTERS, Pool, Weights, rank  # noqa: E402
 from dispatch.geo.distance import geodesic_km, haversine_km  # noqa: E402
@@ -94,147 +92,14 @@ def pure_scoring() -> dict[str, float]:
     }
 
 
-def load_database(url: str, spread: int = 1) -> tuple[Any, int, str]:
-    """A migrated database with the engineers (covering ``spread`` of Kunming's districts in turn, the
-    order's first) and open orders; returns (app, order id, dispatcher token)."""
-    import sqlalchemy as sa
-    from flask_migrate import upgrade
-
-    from dispatch.extensions import db
-    from dispatch.factory import create_app
-    from dispatch.models import (
-        Address,
-        Customer,
-        Engineer,
-        EngineerShift,
-        EngineerSkill,
-        Order,
-        Team,
-        engineer_districts,
-    )
-    from dispatch.services.auth import create_user
-
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False, "SECRET_KEY": "bench"})
-    rng = random.Random(11)
-    now = datetime.now(UTC)
-    with app.app_context():
-        upgrade()
-        conn = db.session.connection()
-        district_id = conn.execute(sa.text("SELECT id FROM districts WHERE name = '五华区'")).scalar_one()
-        others = list(
-            conn.execute(sa.text("SELECT id FROM districts WHERE name <> '五华区' ORDER BY id")).scalars()
-        )
-        covered = [district_id, *others][:spread]
-        conn.execute(
-            sa.insert(Team), [{"name": f"班组{t}", "leader_phone": "+8613800000000"} for t in range(12)]
-        )
-        teams = list(conn.execute(sa.select(Team.id)).scalars())
-        conn.execute(
-            sa.insert(Engineer),
-            [
-                {
-                    "code": f"B{i:05d}",
-                    "name": f"工程师{i}",
-                    "phone": f"+86139{i:08d}",
-                    "team_id": teams[i % len(teams)],
-                    "home_lat": rng.uniform(24.85, 25.2),
-                    "home_lng": rng.uniform(102.55, 102.95),
-                    "daily_capacity": 8,
-                    "active": True,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(ENGINEERS)
-            ],
-        )
-        engineers = list(conn.execute(sa.select(Engineer.id).order_by(Engineer.id)).scalars())
-        conn.execute(
-            sa.insert(EngineerSkill),
-            [{"engineer_id": e, "order_type": "broadband_install"} for e in engineers],
-        )
-        conn.execute(
-            sa.insert(engineer_districts),
-            [{"engineer_id": e, "district_id": covered[i % len(covered)]} for i, e in enumerate(engineers)],
-        )
-        conn.execute(
-            sa.insert(EngineerShift),
-            [
-                {"engineer_id": e, "weekday": d, "start_time": dtime(0, 0), "end_time": dtime(23, 59)}
-                for e in engineers
-                for d in range(1, 8)
-            ],
-        )
-        conn.execute(
-            sa.insert(Customer),
-            [
-                {"name": f"客户{i}", "phone": f"+86138{i:08d}", "created_at": now}
-                for i in range(OPEN_ORDERS + 1)
-            ],
-        )
-        customers = list(conn.execute(sa.select(Customer.id).order_by(Customer.id)).scalars())
-        conn.execute(
-            sa.insert(Address),
-            [
-                {
-                    "customer_id": c,
-                    "text": "昆明市五华区人民中路1号",
-                    "district_name": "五华区",
-                    "district_id": district_id,
-                    "lat": ORDER[0],
-                    "lng": ORDER[1],
-                    "location_source": "intake",
-                }
-                for c in customers
-            ],
-        )
-        addresses = list(conn.execute(sa.select(Address.id).order_by(Address.id)).scalars())
-        statuses = ["dispatched", "taken", "appointed", "on_site", "in_progress"]
-        rows = []
-        for i, (customer, address) in enumerate(zip(customers, addresses, strict=True)):
-            last = i == len(customers) - 1
-            rows.append(
-                {
-                    "external_id": f"BENCH-{i:06d}",
-                    "order_type": "broadband_install",
-                    "pay_mode": "prepaid",
-                    "priority": "normal",
-                    "status": "new" if last else statuses[i % len(statuses)],
-                    "customer_id": customer,
-                    "address_id": address,
-                    "engineer_id": None if last else rng.choice(engineers),
-                    "requested_start": now + timedelta(hours=2),
-                    "requested_end": now + timedelta(hours=5),
-                    "products": [],
-                    "intake_fingerprint": "0" * 64,
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                }
-            )
-        conn.execute(sa.insert(Order), rows)
-        order_id = conn.execute(
-            sa.select(Order.id).where(Order.external_id == rows[-1]["external_id"])
-        ).scalar_one()
-        db.session.commit()
-        create_user("bench-dispatcher", role="dispatcher", password="bench-password", actor=_system())
-        db.session.remove()
-        with db.engine.connect() as analyze:  # planner statistics, as autovacuum keeps them in production
-            analyze.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
-    client = app.test_client()
-    response = client.post(
-        "/api/v1/auth/token", json={"username": "bench-dispatcher", "password": "bench-password"}
-    )
-    return app, order_id, response.get_json()["access_token"]
-
-
-def _system() -> Any:
-    from dispatch.actors import Actor
-
-    return Actor.system(name="bench", source="cli")
-
-
 def endpoint(dbname: str, spread: int) -> dict[str, float]:
-    app, order_id, token = load_database(harness.pg_url(dbname, "postgresql+psycopg"), spread)
+    fleet = load_fleet(
+        harness.pg_url(dbname, "postgresql+psycopg"),
+        engineers=ENGINEERS,
+        open_orders=OPEN_ORDERS,
+        spread=spread,
+    )
+    app, order_id, token = fleet.app, fleet.waiting_order_id, login(fleet.app, "dispatcher")
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     url = f"/api/v1/orders/{order_id}/candidates"
