@@ -10,6 +10,7 @@ from flask_smorest import Api
 
 from api import ops
 from api.alerts.routes import blp as alerts_blp
+from api.attachments.routes import blp as attachments_blp
 from api.auth.routes import blp as auth_blp
 from api.common import idempotency
 from api.common.auth import authenticate_request
@@ -27,6 +28,7 @@ MODULES = (
     auth_blp,
     intake_blp,
     orders_blp,
+    attachments_blp,
     alerts_blp,
     notifications_blp,
     engineers_blp,

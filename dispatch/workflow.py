@@ -383,11 +383,13 @@ def apply(
     attachment_kinds: frozenset[str] = frozenset(),
     rules: Rules | None = None,
     event_payload: Mapping[str, Any] | None = None,
+    clock_now: datetime | None = None,
 ) -> OrderEvent:
     """Perform ``action`` on ``order`` for ``actor`` and return the event appended to its log.
 
     The caller owns the session and commits; nothing here commits, so the status change and its event
-    always land together.
+    always land together. ``clock_now`` (default ``now``) is when the SLA clocks start or stop: a PDA's
+    trusted device time, while the event and the order keep the server's ``now``.
     """
     transition = check(order, action, actor)
     step = Step(order, actor, now, params or {}, rules or Rules(), attachment_kinds)
@@ -400,7 +402,7 @@ def apply(
     if transition.target is not None:
         order.status = transition.target
     order.updated_at = now
-    clocks.on_transition(order, action, now=now, params=step.params)
+    clocks.on_transition(order, action, now=clock_now or now, params=step.params)
     event = record_event(
         order,
         action,

@@ -175,7 +175,11 @@ def _read_facts(
         chosen = _prefilter(order) if prefilter else sa.true()
     prefiltered = engineer_ids is None and prefilter
     fresh = now - cfg.position_max_age
-    rows = db.session.execute(
+    # Core reads on the session's connection: plain rows, none of the ORM's per-row loading machinery (a
+    # fifth of the time for 2 000 engineers); the flush makes this transaction's own changes visible.
+    db.session.flush()
+    conn = db.session.connection()
+    rows = conn.execute(
         sa.select(
             Engineer.id,
             Engineer.code,
@@ -211,27 +215,27 @@ def _read_facts(
     ids = sa.select(Engineer.id).where(chosen).scalar_subquery()
     day = order_facts.window_start.date()
     if not prefiltered:
-        for engineer_id, order_type in db.session.execute(
+        for engineer_id, order_type in conn.execute(
             sa.select(EngineerSkill.engineer_id, EngineerSkill.order_type).where(
                 EngineerSkill.engineer_id.in_(ids), EngineerSkill.order_type == order.order_type
             )
         ):
             facts[engineer_id].skills.add(order_type)
         if order.address.district_id is not None:
-            for engineer_id, district_id in db.session.execute(
+            for engineer_id, district_id in conn.execute(
                 sa.select(engineer_districts.c.engineer_id, engineer_districts.c.district_id).where(
                     engineer_districts.c.engineer_id.in_(ids),
                     engineer_districts.c.district_id == order.address.district_id,
                 )
             ):
                 facts[engineer_id].district_ids.add(district_id)
-    for engineer_id, weekday, shift_start, shift_end in db.session.execute(
+    for engineer_id, weekday, shift_start, shift_end in conn.execute(
         sa.select(
             EngineerShift.engineer_id, EngineerShift.weekday, EngineerShift.start_time, EngineerShift.end_time
         ).where(EngineerShift.engineer_id.in_(ids), EngineerShift.weekday == day.isoweekday())
     ):
         facts[engineer_id].shifts.append(rules.Shift(weekday, shift_start, shift_end))
-    for engineer_id, first, last in db.session.execute(
+    for engineer_id, first, last in conn.execute(
         sa.select(EngineerLeave.engineer_id, EngineerLeave.start_date, EngineerLeave.end_date).where(
             EngineerLeave.engineer_id.in_(ids),
             EngineerLeave.start_date <= day,
@@ -244,7 +248,7 @@ def _read_facts(
     assigned = sa.and_(
         Order.engineer_id.in_(ids), Order.id != order.id, Order.status.in_(orders.ASSIGNED_STATUSES)
     )
-    for assignee, total, that_day in db.session.execute(
+    for assignee, total, that_day in conn.execute(
         sa.select(
             Order.engineer_id,
             sa.func.count(),
@@ -256,7 +260,7 @@ def _read_facts(
         assert assignee is not None  # engineer_id IN (...) holds
         facts[assignee].open_orders, facts[assignee].load_that_day = total, that_day
     urgent = sa.or_(SlaClock.warn_at <= now, SlaClock.due_at <= now + cfg.urgency_horizon)
-    for assignee, count in db.session.execute(
+    for assignee, count in conn.execute(
         sa.select(Order.engineer_id, sa.func.count(sa.distinct(Order.id)))
         .join(SlaClock, SlaClock.order_id == Order.id)
         .where(assigned, SlaClock.status == "running", urgent)
@@ -264,7 +268,7 @@ def _read_facts(
     ):
         assert assignee is not None
         facts[assignee].urgent = count
-    for engineer_id in db.session.scalars(
+    for engineer_id in conn.scalars(
         sa.select(AssignmentExclusion.engineer_id).where(AssignmentExclusion.order_id == order.id)
     ):
         if engineer_id in facts:

@@ -140,8 +140,10 @@ def transition(
     params: dict[str, Any] | None = None,
     device_time: datetime | None = None,
     event_payload: dict[str, Any] | None = None,
+    clock_now: datetime | None = None,
 ) -> Order:
-    """Load the order (row-locked on PostgreSQL), apply one workflow action, commit."""
+    """Load the order (row-locked on PostgreSQL), apply one workflow action, commit (``clock_now``: when
+    the SLA clocks start or stop, if not the server's now: see :func:`dispatch.workflow.apply`)."""
     order = get_order(order_id, actor=actor, for_update=True, action=action)
     with committing():
         workflow.apply(
@@ -154,6 +156,7 @@ def transition(
             attachment_kinds=attachment_kinds(order),
             rules=workflow_rules(),
             event_payload=event_payload,
+            clock_now=clock_now,
         )
     return order
 

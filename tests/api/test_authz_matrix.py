@@ -14,6 +14,7 @@ them, so no caller here gets through (``twilio_signed``).
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,32 @@ class Case:
     extra_path_values: dict[str, Callable[[World], Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Multipart:
+    """A multipart/form-data body (uploads); ``fields`` builds fresh file objects for each call."""
+
+    fields: Callable[[], dict[str, Any]]
+
+
+JPEG = b"\xff\xd8\xff\xe0matrix-photo\xff\xd9"
+
+
+def _upload_body(world: World) -> Multipart:
+    return Multipart(lambda: {"kind": "before", "file": (io.BytesIO(JPEG), "photo.jpg", "image/jpeg")})
+
+
+def _attachment_id(world: World) -> int:
+    """A ``before`` photo on the world's order, uploaded by its engineer (visible to every order reader)."""
+    from dispatch.services.attachments import add_attachment
+
+    user = world.engineer_user
+    engineer = Actor(
+        kind="user", id=user.id, name=user.username, role="engineer", engineer_id=user.engineer_id
+    )
+    attachment, _ = add_attachment(world.order_id, "before", JPEG, "photo.jpg", actor=engineer)
+    return attachment.id
+
+
 def _engineer_body(world: World) -> dict[str, Any]:
     n = world.next()
     return {
@@ -151,6 +178,11 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/orders/{order_id}/acceptance"): Case(
         console("acceptance", "dispatcher"), body=lambda w: {"decision": "approve", "note": "ok"}
     ),
+    # Attachments (ID photos: the acceptance desk and admins only; tests/mobile_api/test_attachments.py)
+    ("GET", "/api/v1/orders/{order_id}/attachments"): Case(console(*ORDER_READERS)),
+    ("GET", "/api/v1/orders/{order_id}/attachments/{attachment_id}"): Case(
+        console(*ORDER_READERS), extra_path_values={"attachment_id": _attachment_id}
+    ),
     # Alerts and notifications (dispatcher, admin)
     ("GET", "/api/v1/alerts"): Case(console(*DESK), query="status=open"),
     ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): Case(
@@ -176,9 +208,41 @@ MATRIX: dict[tuple[str, str], Case] = {
         body=lambda w: {"body": "【派单】{external_id}请接单"},
         extra_path_values={"key": lambda w: "dispatch_engineer"},
     ),
+    # Mobile / PDA attachments
+    ("POST", "/mobile/v1/orders/{order_id}/attachments"): Case(pda(), body=_upload_body),
+    ("GET", "/mobile/v1/orders/{order_id}/attachments/{attachment_id}"): Case(
+        pda(), extra_path_values={"attachment_id": _attachment_id}
+    ),
     # Twilio webhooks (public, but signed by Twilio)
     ("POST", "/webhooks/twilio/status"): Case(twilio_signed(), notes="signed: test_twilio_webhooks"),
     ("POST", "/webhooks/twilio/inbound"): Case(twilio_signed(), notes="signed: test_twilio_webhooks"),
+    # Mobile / PDA (engineer tokens only; the world's order is dispatched to the engineer principal, so a
+    # field action that needs a later status is a 409 here, which still means authorization let it through)
+    ("GET", "/mobile/v1/orders"): Case(pda()),
+    ("GET", "/mobile/v1/orders/{order_id}"): Case(pda()),
+    ("POST", "/mobile/v1/orders/{order_id}/take"): Case(pda(), body=lambda w: {}),
+    ("POST", "/mobile/v1/orders/{order_id}/contacts"): Case(
+        pda(), body=lambda w: {"outcome": "no_answer", "called_at": "2026-11-25T09:05:00+08:00"}
+    ),
+    ("POST", "/mobile/v1/orders/{order_id}/check-in"): Case(
+        pda(),
+        body=lambda w: {"lat": 25.0423, "lng": 102.7065, "accuracy_m": 10, "at": "2026-11-25T09:05:00+08:00"},
+    ),
+    ("PUT", "/mobile/v1/orders/{order_id}/resources"): Case(
+        pda(), body=lambda w: {"box_id": "FBX-1", "port": "3", "optical_power_dbm": -18.5}
+    ),
+    ("POST", "/mobile/v1/orders/{order_id}/submit"): Case(pda(), body=lambda w: {}),
+    ("POST", "/mobile/v1/orders/{order_id}/complete"): Case(pda(), body=lambda w: {"notes": "完工"}),
+    ("POST", "/mobile/v1/orders/{order_id}/return"): Case(
+        pda(), body=lambda w: {"reason_code": "wrong_address", "note": "地址不符"}
+    ),
+    ("POST", "/mobile/v1/orders/{order_id}/suspend"): Case(
+        pda(), body=lambda w: {"reason_code": "customer_postponed"}
+    ),
+    ("POST", "/mobile/v1/location"): Case(
+        pda(),
+        body=lambda w: {"lat": 25.04, "lng": 102.70, "accuracy_m": 15, "at": "2026-11-25T09:00:00+08:00"},
+    ),
 }
 
 PREFIXES = ("/api/v1/", "/mobile/v1/", "/webhooks/")
@@ -280,7 +344,9 @@ def _table_counts() -> dict[str, int]:
 
 def _call(client: FlaskClient, method: str, path: str, headers: dict[str, str], body: Any) -> Any:
     kwargs: dict[str, Any] = {"headers": headers}
-    if body is not None:
+    if isinstance(body, Multipart):
+        kwargs["data"], kwargs["content_type"] = body.fields(), "multipart/form-data"
+    elif body is not None:
         kwargs["json"] = body
     return client.open(path, method=method, **kwargs)
 
