@@ -28,7 +28,7 @@ class User(Base):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    engineer = relationship("Engineer", lazy="joined")
+    engineer = relationship("Engineer", lazy="select")  # authentication needs only engineer_id
 
 
 class AuthToken(Base):

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy import orm
 
 from dispatch import workflow
 from dispatch.actors import Actor
@@ -105,7 +106,11 @@ def my_orders(actor: Actor, *, page: int = 1, page_size: int = 200) -> tuple[lis
     soonest = sa.func.coalesce(Order.appointment_start, Order.requested_start, Order.created_at)
     items = list(
         db.session.scalars(
-            query.order_by(soonest, Order.id).limit(page_size).offset((page - 1) * page_size)
+            query.order_by(soonest, Order.id)
+            .limit(page_size)
+            .offset((page - 1) * page_size)
+            # The order's engineer is the caller: their skills, shifts, districts and leave are not shown.
+            .options(orm.joinedload(Order.engineer).lazyload("*"))
         ).unique()
     )
     kinds = _kinds_by_order([o.id for o in items])
