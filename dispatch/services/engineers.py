@@ -12,6 +12,7 @@ from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
 from dispatch.models import District, Engineer, EngineerLeave, EngineerShift, EngineerSkill, Team
+from dispatch.services.paging import page_of
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger one is unknown, not a database error
 DEFAULT_SHIFTS = tuple((weekday, time(8, 0), time(20, 0)) for weekday in range(1, 8))
@@ -27,11 +28,7 @@ def list_engineers(
         query = query.join(Team, Engineer.team_id == Team.id).where(Team.name == team)
     if active is not None:
         query = query.where(Engineer.active.is_(active))
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    items = db.session.scalars(
-        query.order_by(Engineer.code).limit(page_size).offset((page - 1) * page_size)
-    ).all()
-    return list(items), total
+    return page_of(query, Engineer.code, page=page, page_size=page_size)
 
 
 def get_engineer(engineer_id: int, *, actor: Actor) -> Engineer:

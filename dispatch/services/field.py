@@ -25,6 +25,7 @@ from dispatch.extensions import db
 from dispatch.geo.distance import geodesic_km
 from dispatch.models import Attachment, Order
 from dispatch.services import dispatching, orders
+from dispatch.services.paging import page_of
 from dispatch.vocabulary import CLOSED_STATUSES, CONTACT_OUTCOMES
 
 NOT_REACHED = ("no_answer", "busy", "wrong_number")
@@ -99,20 +100,14 @@ def my_orders(actor: Actor, *, page: int = 1, page_size: int = 200) -> tuple[lis
     _require_engineer(actor)
     if actor.engineer_id is None:
         return [], 0
-    query = sa.select(Order).where(
-        Order.engineer_id == actor.engineer_id, Order.status.not_in(tuple(CLOSED_STATUSES))
+    query = (
+        sa.select(Order)
+        .where(Order.engineer_id == actor.engineer_id, Order.status.not_in(tuple(CLOSED_STATUSES)))
+        # The order's engineer is the caller: their skills, shifts, districts and leave are not shown.
+        .options(orm.joinedload(Order.engineer).lazyload("*"))
     )
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     soonest = sa.func.coalesce(Order.appointment_start, Order.requested_start, Order.created_at)
-    items = list(
-        db.session.scalars(
-            query.order_by(soonest, Order.id)
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-            # The order's engineer is the caller: their skills, shifts, districts and leave are not shown.
-            .options(orm.joinedload(Order.engineer).lazyload("*"))
-        ).unique()
-    )
+    items, total = page_of(query, soonest, Order.id, page=page, page_size=page_size)
     kinds = _kinds_by_order([o.id for o in items])
     return [_view(o, actor, kinds.get(o.id, frozenset())) for o in items], total
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from dispatch.actors import Actor, require
-from dispatch.extensions import db
 from dispatch.models import OutboxMessage
+from dispatch.services.paging import page_of
 
 READ_NOTIFICATIONS = frozenset({"dispatcher", "admin", "system"})
 
@@ -20,10 +20,5 @@ def list_notifications(
     query = sa.select(OutboxMessage).where(OutboxMessage.kind == "sms")
     if order_id is not None:
         query = query.where(OutboxMessage.order_id == order_id)
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    items = db.session.scalars(
-        query.order_by(OutboxMessage.created_at.desc(), OutboxMessage.id.desc())
-        .limit(page_size)
-        .offset((page - 1) * page_size)
-    ).all()
-    return list(items), total
+    newest_first = (OutboxMessage.created_at.desc(), OutboxMessage.id.desc())
+    return page_of(query, *newest_first, page=page, page_size=page_size)

@@ -19,6 +19,7 @@ from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
 from dispatch.models import Address, Attachment, Order, OrderEvent, OutboxMessage, SlaClock
+from dispatch.services.paging import page_of
 from dispatch.timeutil import local_day_bounds, to_local
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
@@ -65,13 +66,7 @@ def list_orders(filters: OrderFilters, *, page: int, page_size: int, actor: Acto
         )
     if filters.sla:
         query = query.where(_sla_condition(filters.sla, utcnow()))
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0
-    items = db.session.scalars(
-        query.order_by(Order.created_at.desc(), Order.id.desc())
-        .limit(page_size)
-        .offset((page - 1) * page_size)
-    ).all()
-    return list(items), total
+    return page_of(query, Order.created_at.desc(), Order.id.desc(), page=page, page_size=page_size)
 
 
 def _sla_condition(kind: str, now: datetime) -> sa.ColumnElement[bool]:

@@ -16,6 +16,7 @@ from dispatch.errors import NotFound, ValidationError
 from dispatch.extensions import db
 from dispatch.models import Alert, SlaPolicy
 from dispatch.models.sla import CLOCKS
+from dispatch.services.paging import page_of
 from dispatch.vocabulary import ORDER_TYPES
 
 READ_POLICIES = frozenset({"admin", "dispatcher", "manager", "system"})
@@ -90,13 +91,7 @@ def list_alerts(
         query = query.where(Alert.acknowledged_at.is_not(None))
     elif status is not None:
         raise ValidationError(errors={"status": [f"Must be one of: {', '.join(ALERT_STATUSES)}."]})
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    items = db.session.scalars(
-        query.order_by(Alert.created_at.desc(), Alert.id.desc())
-        .limit(page_size)
-        .offset((page - 1) * page_size)
-    ).all()
-    return list(items), total
+    return page_of(query, Alert.created_at.desc(), Alert.id.desc(), page=page, page_size=page_size)
 
 
 def acknowledge_alert(alert_id: int, *, actor: Actor) -> Alert:
