@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support_http import LocalServer
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,18 @@ class SeenRequest:
         return self.params.get("q")
 
 
-class FakeNominatim:
+class FakeNominatim(LocalServer):
     """Start with :meth:`start`; ``url`` is the base URL to give as ``NOMINATIM_URL``."""
 
+    name = "fake-nominatim"
+
     def __init__(self) -> None:
+        super().__init__()
         self.places: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[SeenRequest] = []
         self.status: int | None = None  # answer every request with this HTTP status
         self.hanging = False  # hold every request until released (past any client timeout)
         self.on_request: Callable[[SeenRequest], None] | None = None
-        self._release = threading.Event()
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
     # --- what it answers ---
 
@@ -91,12 +90,7 @@ class FakeNominatim:
 
     # --- lifecycle ---
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeNominatim:
-        """Listen (on the port used before, after a :meth:`stop`) and serve in a daemon thread."""
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -135,26 +129,7 @@ class FakeNominatim:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="fake-nominatim", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening: connections to the port are refused until :meth:`start` again."""
-        self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        return Handler
 
 
 def dead_port() -> int:

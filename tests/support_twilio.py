@@ -27,11 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
+
+from tests.support_http import LocalServer
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "fake-auth-token"
@@ -101,8 +103,10 @@ def _date_of(raw: str) -> date:
     return date.fromisoformat(raw[:10])  # "2026-11-25" or "2026-11-25T01:00:00Z": Twilio compares dates
 
 
-class FakeTwilio:
+class FakeTwilio(LocalServer):
     """Start with :meth:`start`; ``url`` is the base URL to give as ``TWILIO_API_BASE_URL``."""
+
+    name = "fake-twilio"
 
     def __init__(
         self,
@@ -111,6 +115,7 @@ class FakeTwilio:
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -124,11 +129,6 @@ class FakeTwilio:
         self.hold_date_sent = False  # leave date_sent empty, as Twilio does while a message is queued
         self.on_create: Callable[[dict[str, str]], None] | None = None  # every create, before answering
         self.on_hang: Callable[[FakeMessage], None] | None = None  # accepted, the answer now held back
-        self._release = threading.Event()
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
     # --- what it answers ---
 
@@ -174,11 +174,7 @@ class FakeTwilio:
 
     # --- lifecycle ---
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeTwilio:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -191,26 +187,7 @@ class FakeTwilio:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._release.clear()
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="fake-twilio", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()  # cut every hanging answer short
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        return Handler
 
     # --- status callbacks ---
 

@@ -57,7 +57,6 @@ AUTO_ACTOR = Actor.system(name="auto-dispatch", source="scheduler")
 READ_CANDIDATES = frozenset({"dispatcher", "admin", "system"})
 MAX_CANDIDATES = 50
 DECISION_CANDIDATES = 10  # how many ranked candidates an assignment event records
-REDISPATCH_TRIGGERS = ("return", "take_breach")
 
 
 @dataclass(frozen=True)
