@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,9 +90,9 @@ def run_job(app: Flask, job: Job) -> Any:
 
 def run_scheduler(app: Flask) -> None:
     """Run every job on its interval until SIGINT/SIGTERM."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
 
-    scheduler = BlockingScheduler(
+    scheduler = BackgroundScheduler(
         timezone=UTC,
         job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
     )
@@ -106,11 +107,20 @@ def run_scheduler(app: Flask) -> None:
             next_run_time=datetime.now(UTC),  # catch up at once after downtime
         )
 
+    # The signal only sets a flag; the main thread then shuts the scheduler down. Calling shutdown in the
+    # handler ran it on the thread that was inside the scheduler's own loop (a BlockingScheduler): the
+    # loop's lock is re-entrant, so shutdown emptied the job store under it and the loop died with
+    # JobLookupError (exit 1). From another thread, shutdown waits for that lock.
+    stopping = threading.Event()
+
     def stop(signum: int, frame: Any) -> None:
         log.info("scheduler stopping (signal %s)", signum)
-        scheduler.shutdown(wait=False)
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler started: %s", ", ".join(job.id for job in JOBS))
     scheduler.start()
+    log.info("scheduler started: %s", ", ".join(job.id for job in JOBS))
+    while not stopping.wait(1.0):
+        pass
+    scheduler.shutdown(wait=False)
