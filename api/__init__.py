@@ -12,14 +12,17 @@ from api import ops
 from api.alerts.routes import blp as alerts_blp
 from api.attachments.routes import blp as attachments_blp
 from api.auth.routes import blp as auth_blp
+from api.billing.routes import blp as billing_blp
 from api.common import idempotency
 from api.common.auth import authenticate_request
 from api.common.errors import register_error_handlers
 from api.common.limits import limiter
+from api.complaints.routes import blp as complaints_blp
 from api.engineers.routes import blp as engineers_blp
 from api.intake.routes import blp as intake_blp
 from api.notifications.routes import blp as notifications_blp
 from api.orders.routes import blp as orders_blp
+from api.reports.routes import blp as reports_blp
 from api.sla.routes import blp as sla_blp
 from api.sms_templates.routes import blp as sms_templates_blp
 from api.webhooks.routes import blp as webhooks_twilio_blp
@@ -35,6 +38,9 @@ MODULES = (
     sla_blp,
     webhooks_twilio_blp,
     sms_templates_blp,
+    billing_blp,
+    complaints_blp,
+    reports_blp,
 )
 
 

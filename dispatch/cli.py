@@ -1,6 +1,8 @@
-"""Flask commands: seed-demo, create-user, create-api-key, run-scheduler (CONTRACT §1)."""
+"""Flask commands: seed-demo, create-user, create-api-key, run-scheduler (CONTRACT §1), billing-settlement."""
 
 from __future__ import annotations
+
+from datetime import date, datetime, timedelta
 
 import click
 from flask import Flask, current_app
@@ -69,6 +71,47 @@ def run_scheduler_command() -> None:
     run_scheduler(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
+def _previous_business_day() -> date:
+    from dispatch.clock import utcnow
+    from dispatch.timeutil import business_day
+
+    return business_day(utcnow()) - timedelta(days=1)
+
+
+@click.command("billing-settlement")
+@click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="default: yesterday")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="default: SETTLEMENT_DIR"
+)
+@click.option("--verify", "verify_path", type=click.Path(exists=True, dir_okay=False), default=None)
+def billing_settlement_command(day: datetime | None, out_dir: str | None, verify_path: str | None) -> None:
+    """Write the settlement file of a business day (DISPATCH_TZ) for BOSS, or check one with --verify."""
+    from dispatch.billing import settlement
+    from dispatch.clock import utcnow
+
+    if verify_path is not None:
+        try:
+            checked = settlement.read_settlement(verify_path)
+        except settlement.SettlementFileError as exc:
+            raise click.ClickException(f"{verify_path}: {exc}") from None
+        click.echo(f"{verify_path}: ok, {len(checked.details)} records for {checked.day:%Y-%m-%d}")
+        click.echo(checked.trailer)
+        return
+    written = settlement.write_settlement(
+        day.date() if day is not None else _previous_business_day(),
+        out_dir or current_app.config["SETTLEMENT_DIR"],
+        now=utcnow(),
+    )
+    click.echo(str(written.path))
+    click.echo(written.trailer)
+
+
 def register(app: Flask) -> None:
-    for command in (create_user_command, create_api_key_command, seed_demo_command, run_scheduler_command):
+    for command in (
+        create_user_command,
+        create_api_key_command,
+        seed_demo_command,
+        run_scheduler_command,
+        billing_settlement_command,
+    ):
         app.cli.add_command(command)

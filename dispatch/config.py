@@ -80,10 +80,27 @@ def _check_sms(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"{name} must be at least 1")
 
 
+def _check_billing(cfg: dict[str, Any]) -> None:
+    """Refuse at start a billing push the relay could only fail on later."""
+    url = cfg.get("BILLING_WEBHOOK_URL")
+    if url:
+        if not str(url).startswith(("http://", "https://")):
+            raise ConfigError(f"BILLING_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+        if not cfg.get("BILLING_WEBHOOK_SECRET"):
+            # An unsigned push could not be told from a forged one by the receiver.
+            raise ConfigError("BILLING_WEBHOOK_URL needs BILLING_WEBHOOK_SECRET")
+    for name in ("BILLING_WEBHOOK_TIMEOUT_SECONDS", "BILLING_RETRY_SECONDS"):
+        if float(cfg[name]) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if float(cfg["BILLING_MAX_BACKOFF_SECONDS"]) < float(cfg["BILLING_RETRY_SECONDS"]):
+        raise ConfigError("BILLING_MAX_BACKOFF_SECONDS must not be below BILLING_RETRY_SECONDS")
+
+
 def _check_texts(cfg: dict[str, Any]) -> None:
     """Settings written in a small syntax of their own: parsed once at start, so a typo fails fast."""
     from dispatch.assignment.scoring import Weights
     from dispatch.messaging.policy import parse_quiet_hours
+    from dispatch.reporting.kpi import Targets
 
     try:
         parse_quiet_hours(cfg["QUIET_HOURS"] or "")
@@ -93,6 +110,10 @@ def _check_texts(cfg: dict[str, Any]) -> None:
         Weights.parse(cfg["ASSIGNMENT_WEIGHTS"])
     except ValueError as exc:
         raise ConfigError(f"ASSIGNMENT_WEIGHTS: {exc}") from None
+    try:
+        Targets.parse(cfg["KPI_COMPLETION_TARGETS"], cfg["KPI_COMPLAINT_TARGETS"])
+    except ValueError as exc:
+        raise ConfigError(f"KPI targets: {exc}") from None
 
 
 REDISPATCH_TRIGGERS = ("return", "take_breach")
@@ -163,8 +184,18 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "OPTICAL_POWER_MIN_DBM": _float("OPTICAL_POWER_MIN_DBM", -27.0),
         "OPTICAL_POWER_MAX_DBM": _float("OPTICAL_POWER_MAX_DBM", -8.0),
         "OPTICAL_POWER_WARN_BELOW_DBM": _float("OPTICAL_POWER_WARN_BELOW_DBM", -25.0),
+        # KPI targets (dispatch/reporting/kpi.py; empty: the deck's) and how far back days are closed.
+        "KPI_COMPLETION_TARGETS": _env("KPI_COMPLETION_TARGETS", ""),
+        "KPI_COMPLAINT_TARGETS": _env("KPI_COMPLAINT_TARGETS", ""),
+        "KPI_CLOSE_LOOKBACK_DAYS": _int("KPI_CLOSE_LOOKBACK_DAYS", 3),
         "BILLING_WEBHOOK_URL": os.environ.get("BILLING_WEBHOOK_URL"),
         "BILLING_WEBHOOK_SECRET": os.environ.get("BILLING_WEBHOOK_SECRET"),
+        # Billing push (dispatch/billing/push.py): per-request timeout, exponential backoff base and cap.
+        "BILLING_WEBHOOK_TIMEOUT_SECONDS": _float("BILLING_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+        "BILLING_RETRY_SECONDS": _float("BILLING_RETRY_SECONDS", 10.0),
+        "BILLING_MAX_BACKOFF_SECONDS": _float("BILLING_MAX_BACKOFF_SECONDS", 3600.0),
+        # Settlement files (dispatch/billing/settlement.py, flask billing-settlement).
+        "SETTLEMENT_DIR": _env("SETTLEMENT_DIR", str(INSTANCE_DIR / "settlement")),
         "RATELIMIT_STORAGE_URI": _env("RATELIMIT_STORAGE_URI", "memory://"),
         "QUIET_HOURS": _env("QUIET_HOURS", "21:00-08:00"),
         "AUTO_DISPATCH": _env("AUTO_DISPATCH", "off") == "on",
@@ -208,6 +239,7 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg.update(overrides)
     _check_geocoder(cfg)
     _check_sms(cfg)
+    _check_billing(cfg)
     cfg["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(cfg["SQLALCHEMY_DATABASE_URI"])
     cfg["AUTO_REDISPATCH"] = redispatch_triggers(cfg["AUTO_REDISPATCH"], bool(cfg["AUTO_DISPATCH"]))
     _check_texts(cfg)

@@ -17,10 +17,12 @@ from typing import Any
 
 from flask import Flask
 
+from dispatch.billing import push
 from dispatch.clock import utcnow
 from dispatch.extensions import db
 from dispatch.geo import geocoding
 from dispatch.messaging import relay
+from dispatch.reporting import daily, rollup
 from dispatch.services import dispatching, idempotency, orders
 from dispatch.sla import tick
 
@@ -58,6 +60,18 @@ def sms_relay(app: Flask, now: datetime) -> relay.RelayResult:
     return relay.deliver_pending(now)  # SMS_BACKEND=outbox: recorded as sent, nothing leaves the machine
 
 
+def billing_feed(app: Flask, now: datetime) -> push.PushResult:
+    return push.relay(now)  # numbers the feed always; pushes only with BILLING_WEBHOOK_URL set
+
+
+def kpi_fold(app: Flask, now: datetime) -> rollup.FoldResult:
+    return rollup.fold()
+
+
+def kpi_close_days(app: Flask, now: datetime) -> int:
+    return daily.close_days(now)  # the kpi.daily billing events of days gone by, once each
+
+
 def _tick(app: Flask) -> int:
     return int(app.config["SCHEDULER_TICK_SECONDS"])
 
@@ -69,6 +83,9 @@ JOBS: tuple[Job, ...] = (
     Job("geocode-addresses", geocode_addresses, _tick),
     Job("auto-dispatch", auto_dispatch, _tick),
     Job("sms-relay", sms_relay, _tick),
+    Job("billing-feed", billing_feed, _tick),
+    Job("kpi-fold", kpi_fold, _tick),
+    Job("kpi-close-days", kpi_close_days, lambda app: 300),
 )
 
 

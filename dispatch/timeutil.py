@@ -24,3 +24,8 @@ def local_day_bounds(day: date) -> tuple[datetime, datetime]:
     tz = business_tz()
     start = datetime.combine(day, time.min, tzinfo=tz)
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+
+
+def business_day(value: datetime) -> date:
+    """The business day (DISPATCH_TZ) a UTC instant falls on: the day KPIs and settlements count it in."""
+    return value.astimezone(business_tz()).date()

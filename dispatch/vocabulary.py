@@ -66,3 +66,10 @@ COMPLAINT_CATEGORIES = ("backend_first_contact", "appointment", "escalated")
 COMPLAINT_CAUSES = ("installation_service", "network", "other")
 
 INSTALL_TYPES = frozenset({"broadband_install", "iptv_install", "move", "opportunity"})
+# Targets are for escalated complaints of these causes only (DOMAIN.md "KPIs": 0 a day).
+ESCALATED_TARGET_CAUSES = frozenset({"installation_service", "network"})
+
+CANCEL_REASONS = ("customer_withdrew", "duplicate", "provider", "other")
+CUSTOMER_CAUSED_CANCEL_REASONS = frozenset({"customer_withdrew"})
+
+BILLING_EVENT_TYPES = ("order.completed", "order.cancelled", "complaint.recorded", "kpi.daily")

@@ -15,11 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from dispatch.actors import Actor
+from dispatch.billing import events as billing_events
 from dispatch.errors import InvalidTransition, NotFound, PermissionDenied, PreconditionFailed, ValidationError
+from dispatch.extensions import db
 from dispatch.messaging import triggers
 from dispatch.models import AssignmentExclusion, Order, OrderEvent
+from dispatch.reporting import rollup
 from dispatch.sla import clocks
 from dispatch.vocabulary import (
+    CANCEL_REASONS,
     CLOSED_STATUSES,
     RESCHEDULE_REASONS,
     RETURN_REASONS,
@@ -95,6 +99,14 @@ def _reason_in(allowed: tuple[str, ...]) -> Guard:
     def guard(step: Step) -> None:
         if step.params.get("reason_code") not in allowed:
             raise ValidationError(errors={"reason_code": [f"Must be one of: {', '.join(allowed)}."]})
+
+    return guard
+
+
+def _optional_reason_in(allowed: tuple[str, ...]) -> Guard:
+    def guard(step: Step) -> None:
+        if step.params.get("reason_code") is not None:
+            _reason_in(allowed)(step)
 
     return guard
 
@@ -215,6 +227,9 @@ def _return(step: Step) -> None:
 def _cancel(step: Step) -> None:
     order = step.order
     order.cancel_reason = step.params.get("reason")
+    # The hotline cancels on the customer's word (a withdrawal: out of the completion-rate denominator).
+    default = "customer_withdrew" if step.actor.kind == "api_key" else "other"
+    order.cancel_reason_code = step.params.get("reason_code") or default
     order.status_before_suspend = order.suspend_reason = order.suspended_until = None
 
 
@@ -338,7 +353,15 @@ TRANSITIONS: dict[str, Transition] = {
             label="挂起",
         ),
         _t("resume", {"suspended"}, None, _DESK | {"system"}, effect=_resume, label="解挂"),
-        _t("cancel", _OPEN, "cancelled", _DESK | {"intake"}, effect=_cancel, label="撤单"),
+        _t(
+            "cancel",
+            _OPEN,
+            "cancelled",
+            _DESK | {"intake"},
+            guards=(_optional_reason_in(CANCEL_REASONS),),
+            effect=_cancel,
+            label="撤单",
+        ),
     )
 }
 
@@ -397,12 +420,30 @@ def apply(
         guard(step)
 
     from_status = order.status
+    before = None
+    if action in rollup.FACT_ACTIONS:
+        with db.session.no_autoflush:  # read before anything changes; no flush (each bumps the version)
+            before = rollup.current_facts(order)
     if transition.effect is not None:  # effects see the status before the transition (suspend records it)
         transition.effect(step)
     if transition.target is not None:
         order.status = transition.target
     order.updated_at = now
-    clocks.on_transition(order, action, now=clock_now or now, params=step.params)
+    outcomes = clocks.on_transition(order, action, now=clock_now or now, params=step.params)
+    payload = dict(event_payload if event_payload is not None else (params or {}))
+    facts = rollup.on_order_change(order, before) if before is not None else None
+    if outcomes:
+        rollup.on_clock_outcomes(order, outcomes, (facts or rollup.current_facts(order)).dims)
+    # What the KPIs counted, in the event, so a day recomputed from the events counts the same
+    # (dispatch/reporting/recompute.py): the team an assignment counts for, the cause of a cancellation.
+    if facts is not None and action in ("assign", "reassign"):
+        payload["team_id"] = facts.dims.team_id
+    if action == "cancel":
+        payload["reason_code"] = order.cancel_reason_code
+    if action == "complete":
+        billing_events.order_completed(order, team_id=facts.dims.team_id if facts else 0, now=now)
+    elif action == "cancel":
+        billing_events.order_cancelled(order, now=now)
     event = record_event(
         order,
         action,
@@ -411,7 +452,7 @@ def apply(
         from_status=from_status,
         to_status=order.status,
         device_time=device_time,
-        payload=dict(event_payload if event_payload is not None else (params or {})),
+        payload=payload,
     )
     triggers.on_transition(order, action, event, now=now)
     return event
@@ -422,6 +463,13 @@ def record_intake(order: Order, actor: Actor, *, now: datetime, payload: Mapping
     order.status = "new"
     order.created_at = order.updated_at = now
     clocks.on_transition(order, "intake", now=now, params=payload)
+    rollup.on_intake(
+        order.order_type,
+        order.address.district_name,
+        order_id=order.id,
+        customer_id=order.customer_id or order.customer.id,
+        now=now,
+    )
     return record_event(
         order, "intake", actor, now=now, from_status=None, to_status="new", payload=dict(payload)
     )
@@ -439,8 +487,6 @@ def record_event(
     device_time: datetime | None = None,
 ) -> OrderEvent:
     """Append one event to the order's log (also for facts that change no status, e.g. a resource report)."""
-    from dispatch.extensions import db
-
     event = OrderEvent(
         order=order,
         **event_values(

@@ -8,9 +8,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.common.auth import current_actor
-from api.intake.schemas import OrderIntakeSchema
+from api.complaints.schemas import ComplaintSchema
+from api.intake.schemas import ComplaintIntakeSchema, OrderIntakeSchema
 from api.orders.schemas import OrderSchema
-from dispatch.services import intake
+from dispatch.services import complaints, intake
 
 blp = Blueprint("api-intake", __name__, url_prefix="/api/v1/intake", description="Hotline intake")
 # One instance for every request: webargs instantiates a schema *class* (and its nested schemas) per request;
@@ -28,3 +29,15 @@ class IntakeOrders(MethodView):
         """Create an order; idempotent on ``external_id``."""
         order, created = intake.intake_order(data, actor=current_actor())
         return order, (201 if created else 200)
+
+
+@blp.route("/complaints")
+class IntakeComplaints(MethodView):
+    @blp.arguments(ComplaintIntakeSchema)
+    @blp.response(201, ComplaintSchema)
+    @blp.alt_response(200, schema=ComplaintSchema, description="Replay: the complaint recorded first")
+    @blp.alt_response(409, description="external_id already used for a different complaint")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Record a complaint about an order (or none); idempotent on ``external_id``."""
+        complaint, created = complaints.record_complaint(data, actor=current_actor())
+        return complaint, (201 if created else 200)

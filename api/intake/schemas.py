@@ -5,9 +5,9 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate, validates, validates_schema
 
-from api.common.schemas import WindowSchema
+from api.common.schemas import LocalDateTime, Text, WindowSchema
 from dispatch.phones import InvalidPhone, normalise_cn_mobile
-from dispatch.vocabulary import ORDER_TYPES, PAY_MODES, PRIORITIES
+from dispatch.vocabulary import COMPLAINT_CATEGORIES, COMPLAINT_CAUSES, ORDER_TYPES, PAY_MODES, PRIORITIES
 
 # Patterns valid in Python and in ECMA 262 (they are published in /openapi.json): Python's ``$`` also matches
 # before a final newline, hence ``(?!\n)``.
@@ -61,3 +61,12 @@ class OrderIntakeSchema(ma.Schema):
         validate=validate.Length(max=20),
     )
     notes = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class ComplaintIntakeSchema(ma.Schema):
+    external_id = fields.String(required=True, validate=EXTERNAL_ID)
+    order_external_id = fields.String(load_default=None, allow_none=True, validate=EXTERNAL_ID)
+    category = fields.String(required=True, validate=validate.OneOf(COMPLAINT_CATEGORIES))
+    cause = fields.String(required=True, validate=validate.OneOf(COMPLAINT_CAUSES))
+    received_at = LocalDateTime(required=True)
+    text = Text(required=True, validate=[validate.Length(min=1, max=4000), NOT_BLANK])

@@ -101,7 +101,9 @@ class Cancel(MethodView):
     @blp.alt_response(409, description=_CONFLICT)
     def post(self, data: dict[str, Any], order_id: int) -> Any:
         """Withdraw an open order."""
-        return orders.cancel_order(order_id, reason=data["reason"], actor=current_actor())
+        return orders.cancel_order(
+            order_id, reason=data["reason"], reason_code=data["reason_code"], actor=current_actor()
+        )
 
 
 @blp.route("/<int:order_id>/suspend")

@@ -7,7 +7,7 @@ from marshmallow import fields, validate
 from webargs.fields import DelimitedList
 
 from api.common.schemas import MAX_ID, LocalDateTime, PageArgsSchema, Text, page_schema
-from dispatch.vocabulary import ORDER_TYPES, STATUSES, SUSPEND_REASONS
+from dispatch.vocabulary import CANCEL_REASONS, ORDER_TYPES, STATUSES, SUSPEND_REASONS
 
 
 class EngineerRefSchema(ma.Schema):
@@ -195,6 +195,9 @@ class CandidateSchema(ma.Schema):
 
 class CancelSchema(ma.Schema):
     reason = Text(required=True, validate=validate.Length(min=1, max=500))
+    # customer_withdrew takes the order out of the completion-rate denominator (DOMAIN.md "KPIs");
+    # default: customer_withdrew from the hotline's key, other from a dispatcher.
+    reason_code = fields.String(load_default=None, validate=validate.OneOf(CANCEL_REASONS))
 
 
 class SuspendSchema(ma.Schema):

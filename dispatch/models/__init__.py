@@ -1,6 +1,7 @@
 """SQLAlchemy models, one module per aggregate; importing this package registers them all."""
 
 from dispatch.models.base import Base
+from dispatch.models.complaints import Complaint
 from dispatch.models.engineers import (
     Engineer,
     EngineerLeave,
@@ -9,11 +10,13 @@ from dispatch.models.engineers import (
     Team,
     engineer_districts,
 )
+from dispatch.models.feed import BillingEvent, BillingPushState
 from dispatch.models.geo import District, GeocodeCacheEntry
 from dispatch.models.idempotency import IdempotencyRecord
 from dispatch.models.messages import InboundMessage, SatisfactionResponse, SmsOptOut, SmsTemplate
 from dispatch.models.orders import Address, AssignmentExclusion, Attachment, Customer, Order, OrderEvent
 from dispatch.models.outbox import OutboxMessage
+from dispatch.models.reporting import KpiDaily, KpiDayClose, KpiDelta, KpiOrderFacts
 from dispatch.models.sla import Alert, SlaClock, SlaPolicy
 from dispatch.models.users import ApiKey, AuthToken, User
 
@@ -25,6 +28,9 @@ __all__ = [
     "Attachment",
     "AuthToken",
     "Base",
+    "BillingEvent",
+    "BillingPushState",
+    "Complaint",
     "Customer",
     "District",
     "GeocodeCacheEntry",
@@ -34,6 +40,10 @@ __all__ = [
     "EngineerSkill",
     "IdempotencyRecord",
     "InboundMessage",
+    "KpiDaily",
+    "KpiDayClose",
+    "KpiDelta",
+    "KpiOrderFacts",
     "Order",
     "OrderEvent",
     "OutboxMessage",

@@ -105,6 +105,7 @@ class Order(Base):
     suspended_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     return_reason: Mapped[str | None] = mapped_column(sa.String(32))
     cancel_reason: Mapped[str | None] = mapped_column(sa.String(500))
+    cancel_reason_code: Mapped[str | None] = mapped_column(sa.String(32))
     # Auto-dispatch found nobody: not before this time again (dispatch.services.dispatching.sweep).
     auto_dispatch_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Terminal resources (末梢资源) reported from the site.

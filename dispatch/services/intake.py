@@ -32,6 +32,7 @@ from dispatch.clock import utcnow
 from dispatch.errors import Conflict, ValidationError
 from dispatch.extensions import db
 from dispatch.models import Address, Customer, District, Order, OrderEvent, SlaClock, SlaPolicy
+from dispatch.reporting import rollup
 from dispatch.services import dispatching
 from dispatch.sla import clocks
 from dispatch.sla import policy as arithmetic
@@ -228,6 +229,16 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
         "payload": payload,
     }
     conn.execute(_INSERT_EVENT, event)
+    # A customer seen before may have had a repair that did not hold (first-time fix): a lookup only then.
+    known_customer = customer.id if found.customer_id is not None else None
+    rollup.on_intake(
+        order.order_type,
+        address.district_name,
+        order_id=order.id,
+        customer_id=known_customer,
+        now=now,
+        connection=conn,
+    )
     return order
 
 

@@ -184,9 +184,10 @@ def order_facts(order: Order) -> rules.OrderFacts:
     )
 
 
-def cancel_order(order_id: int, *, reason: str, actor: Actor) -> Order:
+def cancel_order(order_id: int, *, reason: str, actor: Actor, reason_code: str | None = None) -> Order:
     """Withdraw an order (dispatcher or the intake system)."""
-    return transition(order_id, "cancel", actor=actor, params={"reason": reason})
+    params = {"reason": reason, "reason_code": reason_code} if reason_code else {"reason": reason}
+    return transition(order_id, "cancel", actor=actor, params=params)
 
 
 def suspend_order(

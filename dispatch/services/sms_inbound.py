@@ -23,6 +23,7 @@ from dispatch.actors import Actor
 from dispatch.extensions import db
 from dispatch.models import Customer, InboundMessage, Order, OutboxMessage, SatisfactionResponse, SmsOptOut
 from dispatch.phones import InvalidPhone, mask_phone, normalise_cn_mobile
+from dispatch.reporting import rollup
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ def _apply(reading: _Reading, sid: str, now: datetime) -> None:
             )
         )
         _event(order, "satisfaction_recorded", now, {"message_sid": sid, "score": reading.score})
+        rollup.on_satisfaction(order, reading.score, now)
 
 
 def _appointment(order: Order) -> dict[str, Any]:

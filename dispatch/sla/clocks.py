@@ -260,11 +260,14 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def on_transition(order: Order, action: str, *, now: datetime, params: Mapping[str, Any]) -> None:
-    """Apply the clock effects of ``action`` (already applied to ``order``'s status)."""
+def on_transition(order: Order, action: str, *, now: datetime, params: Mapping[str, Any]) -> list[SlaClock]:
+    """Apply the clock effects of ``action`` (already applied to ``order``'s status); return the clocks
+    that reached their outcome (met or breached) here, for the KPIs."""
     handler = HANDLERS.get(action)
     if handler is None:
-        return
+        return []
     if order.id is None:
         db.session.flush()
-    handler(order, live_clocks(order) if action != "intake" else {}, now, params)
+    live = live_clocks(order) if action != "intake" else {}
+    handler(order, live, now, params)
+    return [row for row in live.values() if row.status in ("met", "breached")]

@@ -9,6 +9,7 @@ in one transaction: a scheduler killed at any moment leaves either all of them o
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from dispatch import workflow
 from dispatch.actors import Actor
 from dispatch.extensions import db
-from dispatch.models import Alert, Engineer, Order, OrderEvent, OutboxMessage, SlaClock, Team
+from dispatch.models import (
+    Address,
+    Alert,
+    Engineer,
+    KpiOrderFacts,
+    Order,
+    OrderEvent,
+    OutboxMessage,
+    SlaClock,
+    Team,
+)
+from dispatch.reporting import kpi, rollup
 
 BATCH = 500
 SCHEDULER = Actor.system(name="sla-tick", source="scheduler")
@@ -141,8 +153,15 @@ def _record(ids: list[int], kind: str, now: datetime) -> None:
             Engineer.id.label("phone_engineer_id"),
             Engineer.phone.label("engineer_phone"),
             Team.leader_phone,
+            # What the breach counts under in the KPIs: the order's current assignment (rollup facts).
+            Order.order_type,
+            Address.district_name,
+            sa.func.coalesce(KpiOrderFacts.team_id, 0).label("kpi_team_id"),
+            sa.func.coalesce(KpiOrderFacts.engineer_id, 0).label("kpi_engineer_id"),
         )
         .join(Order, Order.id == SlaClock.order_id)
+        .join(Address, Address.id == Order.address_id)
+        .outerjoin(KpiOrderFacts, KpiOrderFacts.order_id == Order.id)
         .outerjoin(Engineer, Engineer.id == engineer_id)
         .outerjoin(Team, Team.id == Engineer.team_id)
         .where(SlaClock.id.in_(ids))
@@ -159,6 +178,7 @@ def _record(ids: list[int], kind: str, now: datetime) -> None:
         )
     )
     alerts, events, sms = [], [], []
+    kpis: Counter[kpi.Key] = Counter()
     for clock in clocks:
         if clock.id not in reopened:
             alerts.append(
@@ -188,6 +208,8 @@ def _record(ids: list[int], kind: str, now: datetime) -> None:
         else:
             sms.append(_sms(clock, kind, "team_leader", clock.leader_phone, now))
             sms.append(_sms(clock, kind, "dispatcher", desk_phone, now))
+            dims = kpi.Dims(clock.order_type, clock.district_name, clock.kpi_team_id, clock.kpi_engineer_id)
+            kpis.update(rollup.clock_counter(clock.clock, "breached", None, now, clock.due_at, dims))
     if alerts:
         db.session.execute(_ALERTS.insert(), alerts)
     if events:
@@ -195,6 +217,7 @@ def _record(ids: list[int], kind: str, now: datetime) -> None:
     sms_rows = [row for row in sms if row is not None]
     if sms_rows:
         db.session.execute(_insert_new_outbox_rows(), sms_rows)
+    rollup.emit(kpis)
 
 
 def tick(now: datetime, *, batch: int = BATCH) -> TickResult:

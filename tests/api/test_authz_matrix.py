@@ -143,6 +143,25 @@ def _alert_id(world: World) -> int:
     return alert.id
 
 
+def _complaint_body(world: World) -> dict[str, Any]:
+    return {
+        "external_id": f"TS-MATRIX-{world.next()}",
+        "category": "appointment",
+        "cause": "installation_service",
+        "received_at": "2026-11-25T09:00:00+08:00",
+        "text": "约服投诉",
+    }
+
+
+def _complaint_id(world: World) -> int:
+    from api.intake.schemas import ComplaintIntakeSchema
+    from dispatch.services.complaints import record_complaint
+    from tests.conftest import INTAKE_ACTOR
+
+    complaint, _ = record_complaint(ComplaintIntakeSchema().load(_complaint_body(world)), actor=INTAKE_ACTOR)
+    return complaint.id
+
+
 # (METHOD, path with {parameters}) → who may call it. Keep in CONTRACT §5 order.
 MATRIX: dict[tuple[str, str], Case] = {
     # Authentication
@@ -208,6 +227,16 @@ MATRIX: dict[tuple[str, str], Case] = {
         body=lambda w: {"body": "【派单】{external_id}请接单"},
         extra_path_values={"key": lambda w: "dispatch_engineer"},
     ),
+    # Complaints (the hotline records them; dispatchers, managers and admins read them)
+    ("POST", "/api/v1/intake/complaints"): Case(console("intake"), body=_complaint_body),
+    ("GET", "/api/v1/complaints"): Case(console("dispatcher", "manager", "admin")),
+    ("GET", "/api/v1/complaints/{complaint_id}"): Case(
+        console("dispatcher", "manager", "admin"), extra_path_values={"complaint_id": _complaint_id}
+    ),
+    # KPI reports (managers, admins)
+    ("GET", "/api/v1/reports/kpi"): Case(console("manager", "admin"), query="from=2026-11-01&to=2026-11-30"),
+    # Billing feed (BOSS's key only; tests/api/test_billing_api.py)
+    ("GET", "/api/v1/billing/events"): Case(console("billing"), query="after=0&limit=10"),
     # Mobile / PDA attachments
     ("POST", "/mobile/v1/orders/{order_id}/attachments"): Case(pda(), body=_upload_body),
     ("GET", "/mobile/v1/orders/{order_id}/attachments/{attachment_id}"): Case(

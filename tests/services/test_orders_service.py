@@ -65,7 +65,10 @@ def test_cancel_order_withdraws_an_open_order_with_its_reason(flow: Flow, actor:
     event = events_of(cancelled)[-1]
     assert (event.action, event.from_status, event.to_status) == ("cancel", "taken", "cancelled")
     assert (event.actor_type, event.actor_name) == (actor.kind, actor.name)
-    assert event.payload == {"reason": "客户来电撤单"}
+    # The hotline cancels on the customer's word (a withdrawal, out of the completion rate); a desk: other.
+    code = "customer_withdrew" if actor is INTAKE_ACTOR else "other"
+    assert cancelled.cancel_reason_code == code
+    assert event.payload == {"reason": "客户来电撤单", "reason_code": code}
 
 
 def test_cancelling_a_cancelled_order_is_a_conflict_carrying_its_status(flow: Flow) -> None:

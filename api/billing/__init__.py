@@ -1,0 +1,1 @@
+"""The billing feed for BOSS (API key, scope ``billing``)."""

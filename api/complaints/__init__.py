@@ -1,0 +1,1 @@
+"""Complaints for dispatchers and managers."""

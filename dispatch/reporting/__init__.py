@@ -1,0 +1,1 @@
+"""KPI rollups (incremental, from the events) and the reports read from them."""
