@@ -106,8 +106,30 @@ def billing_settlement_command(day: datetime | None, out_dir: str | None, verify
     click.echo(written.trailer)
 
 
+@click.command("kpi-verify")
+@click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="first business day")
+@click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="last business day")
+def kpi_verify_command(start: datetime, end: datetime) -> None:
+    """Recompute each day's KPI totals from the events and compare with the rollup; exit 1 on a difference."""
+    from dispatch.reporting import recompute
+
+    day, bad = start.date(), 0
+    while day <= end.date():
+        differences = recompute.differences(day)
+        for (grouping, _, key, order_type, metric), (have, want) in differences.items():
+            click.echo(
+                f"{day} {grouping}={key or '-'} {order_type or '-'} {metric}: rollup {have}, events {want}"
+            )
+        bad += len(differences)
+        day += timedelta(days=1)
+    if bad:
+        raise click.ClickException(f"{bad} totals differ from the events")
+    click.echo(f"KPI rollup matches the events from {start.date()} to {end.date()}")
+
+
 def register(app: Flask) -> None:
     for command in (
+        kpi_verify_command,
         create_user_command,
         create_api_key_command,
         seed_demo_command,

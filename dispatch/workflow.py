@@ -431,7 +431,7 @@ def apply(
     order.updated_at = now
     outcomes = clocks.on_transition(order, action, now=clock_now or now, params=step.params)
     payload = dict(event_payload if event_payload is not None else (params or {}))
-    facts = rollup.on_order_change(order, before) if before is not None else None
+    facts = rollup.on_order_change(order, before, outcomes) if before is not None else None
     if outcomes:
         rollup.on_clock_outcomes(order, outcomes, (facts or rollup.current_facts(order)).dims)
     # What the KPIs counted, in the event, so a day recomputed from the events counts the same

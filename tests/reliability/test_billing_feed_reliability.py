@@ -1,6 +1,7 @@
 """The billing feed under concurrent writers and kills, on PostgreSQL (shared/QUALITY.md "Reliability":
-"billing feed: 100 000 events written by 8 concurrent writers with kills → a cursor consumer sees every event exactly
-once, in seq order, 0 skipped").
+"billing feed: 100 000 events written by 8 concurrent writers with kills → a cursor consumer sees every event
+exactly once, in seq order, 0 skipped"). The full 100 000: about 115 s here, the time bound by the writers'
+CPU (2 cores, about 900 events/s across the 8 processes).
 
 Eight writer *processes* (the real app, ``feed.record`` as the workflow calls it) each write 12 500 events in
 transactions of 1–40 events, some of them sleeping inside the transaction so commits come out of id order.
@@ -41,7 +42,7 @@ WRITERS = 8
 PER_WRITER = 12_500
 WRITER_KILLS = 12
 RELAY_KILLS = 4
-DEADLINE = 150.0
+DEADLINE = 240.0  # a noisy machine may take longer; the run above is the usual figure
 
 WRITER = """
 import random, sys, time
@@ -89,7 +90,7 @@ with app.app_context():
     print("started", flush=True)
     while True:
         feed.number_pending(datetime.now(UTC), batch=2000)
-        time.sleep(0.01)
+        time.sleep(0.05)
 """
 
 

@@ -155,6 +155,15 @@ def test_seed_builds_a_consistent_month_of_kunming_work(committed_app: Flask) ->
         assert ranked, f"no candidate for demo order {order.external_id}"
         assert ranked[0].distance_km is not None and ranked[0].distance_km < 30
 
+    # The month's KPIs, counted as the history was loaded, equal those recomputed from its events.
+    from dispatch.reporting import recompute
+    from dispatch.timeutil import business_day
+
+    day, last = business_day(T0) - timedelta(days=32), business_day(T0)
+    while day <= last:
+        assert not recompute.differences(day), day
+        day += timedelta(days=1)
+
 
 def test_second_run_adds_nothing_and_the_demo_logins_and_key_work(committed_app: Flask) -> None:
     first = seed_demo()

@@ -13,13 +13,14 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from api.intake.schemas import ComplaintIntakeSchema
 from dispatch import workflow
 from dispatch.actors import Actor
 from dispatch.clock import FakeClock
 from dispatch.extensions import db
-from dispatch.models import Engineer, KpiDelta, Order
+from dispatch.models import Engineer, KpiDaily, KpiDelta, Order
 from dispatch.reporting import recompute, rollup
 from dispatch.services import complaints, reports, sms_inbound
 from dispatch.sla import tick
@@ -299,3 +300,23 @@ def test_a_random_history_recomputed_from_the_events_gives_the_same_figures(
             )
             == completion(group, "repair")["completed"]
         )
+
+
+def test_kpi_verify_command_reports_a_tampered_total(
+    app: Any, clock: FakeClock, make_order: Callable[..., Order]
+) -> None:
+    make_order(order_type="repair", pay_mode="prepaid")
+    rollup.fold()
+    day = business_day(clock.now()).isoformat()
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["kpi-verify", "--from", day, "--to", day])
+    assert ok.exit_code == 0, ok.output
+    assert "matches" in ok.output
+    db.session.execute(
+        sa.update(KpiDaily)
+        .where(KpiDaily.grouping == "district", KpiDaily.metric == "orders.received")
+        .values(value=2)
+    )
+    bad = runner.invoke(args=["kpi-verify", "--from", day, "--to", day])
+    assert bad.exit_code == 1
+    assert "district=五华区 repair orders.received: rollup 2, events 1" in bad.output
