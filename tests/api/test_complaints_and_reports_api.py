@@ -151,7 +151,7 @@ def test_concurrent_retries_of_one_complaint_record_it_once(pg_app: Any, api_key
 def test_the_kpi_report_in_json_csv_and_xlsx_carries_the_same_figures(
     client: FlaskClient, hotline: dict[str, str], token: Factory
 ) -> None:
-    for n in range(4):
+    for _ in range(4):
         client.post("/api/v1/intake/orders", json=intake_payload(order_type="iptv_install"), headers=hotline)
     client.post(
         "/api/v1/intake/complaints",
