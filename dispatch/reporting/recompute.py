@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -94,7 +94,7 @@ def _histories(order_ids: Iterable[int]) -> dict[int, _History]:
     return histories
 
 
-def _facts(order_id: int, history: _History, on_time: bool, repeated: bool) -> kpi.OrderFacts:
+def _facts(history: _History, on_time: bool, repeated: bool) -> kpi.OrderFacts:
     engineer_id, team_id = history.assignments[-1][1:] if history.assignments else (0, 0)
     outcome = kpi.outcome_of(
         history.status,
@@ -103,19 +103,13 @@ def _facts(order_id: int, history: _History, on_time: bool, repeated: bool) -> k
         customer_cancel=CUSTOMER_CAUSED_CANCEL_REASONS,
         customer_return=CUSTOMER_CAUSED_RETURN_REASONS,
     )
-    facts = rollup.initial_facts(history.order_type, history.district, history.created_at)
-    facts = kpi.OrderFacts(
-        dims=kpi.Dims(history.order_type, history.district, team_id, engineer_id),
-        received_day=facts.received_day,
-        outcome=outcome,
-    )
+    received = rollup.initial_facts(history.order_type, history.district, history.created_at)
+    facts = replace(received.assigned(engineer_id, team_id), outcome=outcome)
     if outcome != "completed" or history.completed_at is None:
         return facts
     single_visit = history.order_type == "repair" and history.check_ins == 1
-    return kpi.OrderFacts(
-        dims=facts.dims,
-        received_day=facts.received_day,
-        outcome=outcome,
+    return replace(
+        facts,
         on_time=on_time,
         completed_day=business_day(history.completed_at),
         single_visit=single_visit,
@@ -189,7 +183,7 @@ def counters_for_day(day: date) -> Counter[kpi.Key]:
         history = histories[order_id]
         completed = history.status == "completed" and history.completed_at is not None
         repeated = completed and history.order_type == "repair" and _repeated(history, order_id)
-        facts = _facts(order_id, history, completion_met.get(order_id, False), repeated)
+        facts = _facts(history, completion_met.get(order_id, False), repeated)
         out.update(kpi.order_contributions(facts))
     for clock in clocks:
         when = clock.breached_at if clock.status == "breached" else clock.stopped_at
