@@ -18,6 +18,7 @@ from api.common.auth import authenticate_request
 from api.common.errors import register_error_handlers
 from api.common.limits import limiter
 from api.complaints.routes import blp as complaints_blp
+from api.console import register as register_console
 from api.engineers.routes import blp as engineers_blp
 from api.intake.routes import blp as intake_blp
 from api.notifications.routes import blp as notifications_blp
@@ -64,5 +65,6 @@ def register(app: Flask) -> Api:
     app.before_request(authenticate_request)  # then 401, before idempotency and argument parsing
     idempotency.register(app)
     register_error_handlers(app)  # after Api(): ours replace flask-smorest's HTTPException handler
+    register_console(app)
     app.add_url_rule("/", "root", lambda: redirect("/console/"))
     return api

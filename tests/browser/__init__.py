@@ -1,0 +1,1 @@
+"""Browser tests: the console in Debian's chromium, driven by Playwright."""
