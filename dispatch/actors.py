@@ -49,5 +49,7 @@ READ_ORDERS = frozenset({"dispatcher", "acceptance", "manager", "admin"})
 MANAGE_ENGINEERS = frozenset({"admin"})
 READ_ENGINEERS = frozenset({"admin", "dispatcher", "manager"})
 INTAKE = frozenset({"intake"})
+# The hotline records complaints over the intake API; dispatchers and admins enter phoned-in ones (console).
+RECORD_COMPLAINTS = INTAKE | {"dispatcher", "admin"}
 READ_COMPLAINTS = frozenset({"dispatcher", "manager", "admin"})
 READ_REPORTS = frozenset({"manager", "admin"})

@@ -15,7 +15,9 @@ from api.console.session import blp
 
 
 def register(app: Flask) -> None:
-    for module in (board, desk, kpi, admin):
-        module.register(blp)
+    # The blueprint is module-level: a second app in the same process (tests) must not add its routes again.
+    if not blp._got_registered_once:
+        for module in (board, desk, kpi, admin):
+            module.register(blp)
     session.configure(app)
     app.register_blueprint(blp)

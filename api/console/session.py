@@ -31,6 +31,7 @@ from werkzeug.wrappers import Response
 
 from dispatch.actors import Actor
 from dispatch.errors import AuthenticationError, DispatchError, NotFound, PermissionDenied
+from dispatch.extensions import db
 from dispatch.services import auth as auth_service
 from dispatch.timeutil import to_local
 from dispatch.vocabulary import ORDER_TYPE_LABELS, STATUS_LABELS
@@ -189,6 +190,7 @@ def handle(action: Callable[[], Any], done: str, success: str) -> Response:
     try:
         action()
     except DispatchError as exc:
+        db.session.rollback()  # whatever the service changed before it refused stays out
         flash(_describe(exc), "error")
     else:
         flash(success, "ok")
@@ -198,7 +200,10 @@ def handle(action: Callable[[], Any], done: str, success: str) -> Response:
 def _describe(exc: DispatchError) -> str:
     detail = ""
     if exc.errors:
-        detail = "：" + "; ".join(f"{field} {messages}" for field, messages in exc.errors.items())
+        detail = "：" + "; ".join(
+            f"{field} {'、'.join(map(str, messages)) if isinstance(messages, list) else messages}"
+            for field, messages in exc.errors.items()
+        )
     extra = getattr(exc, "extra", None) or {}
     if extra.get("missing"):
         detail += "（缺少：" + ", ".join(extra["missing"]) + "）"
@@ -207,6 +212,7 @@ def _describe(exc: DispatchError) -> str:
 
 @blp.errorhandler(DispatchError)
 def _dispatch_error(exc: DispatchError) -> tuple[str, int]:
+    db.session.rollback()
     return render_template(
         "console/error.html", message=_describe(exc), status=exc.http_status
     ), exc.http_status

@@ -185,7 +185,7 @@ def add_attachment(
     return attachment, True
 
 
-def _may_see(actor: Actor, kind: str) -> bool:
+def may_see(actor: Actor, kind: str) -> bool:
     """Whether an actor who can see the order may also see an attachment of this kind."""
     if kind not in PERSONAL_KINDS:
         return True
@@ -198,7 +198,7 @@ def list_attachments(order_id: int, *, actor: Actor) -> list[Attachment]:
     rows = db.session.scalars(
         sa.select(Attachment).where(Attachment.order_id == order.id).order_by(Attachment.id)
     )
-    return [row for row in rows if _may_see(actor, row.kind)]
+    return [row for row in rows if may_see(actor, row.kind)]
 
 
 def get_attachment(order_id: int, attachment_id: int, *, actor: Actor) -> tuple[Attachment, Path]:
@@ -211,7 +211,7 @@ def get_attachment(order_id: int, attachment_id: int, *, actor: Actor) -> tuple[
     )
     if attachment is None:
         raise NotFound(f"Attachment {attachment_id} not found")
-    if not _may_see(actor, attachment.kind):
+    if not may_see(actor, attachment.kind):
         raise PermissionDenied(f"{actor.role or actor.kind} may not see ID photos (personal data)")
     root = upload_root()
     path = (root / attachment.storage_path).resolve()

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dispatch.actors import Actor, require
@@ -21,6 +22,7 @@ from dispatch.vocabulary import API_KEY_SCOPES, ROLES
 TOKEN_PREFIX = "dt_"  # noqa: S105 (a prefix, not a secret)
 KEY_PREFIX = "dk_"
 MIN_PASSWORD_LENGTH = 8
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger one is unknown, not a database error
 ADMIN = frozenset({"admin", "system"})
 # Compared against when the username is unknown, so both cases cost one hash check.
 _DUMMY_HASH = generate_password_hash("not-a-real-password", method="pbkdf2:sha256:1000")
@@ -197,8 +199,54 @@ def create_api_key(
 def revoke_api_key(key_id: int, *, actor: Actor) -> None:
     """Revoke a system key."""
     require(actor, ADMIN, "revoke API keys")
-    key = db.session.get(ApiKey, key_id)
+    key = db.session.get(ApiKey, key_id) if 0 < key_id <= MAX_ID else None
     if key is None:
         raise NotFound("API key not found")
     key.revoked_at = key.revoked_at or utcnow()
     db.session.commit()
+
+
+def list_users(*, actor: Actor) -> list[User]:
+    """Every console and PDA login by username, with its engineer loaded (admins only)."""
+    require(actor, ADMIN, "list users")
+    query = sa.select(User).options(selectinload(User.engineer)).order_by(User.username)
+    return list(db.session.scalars(query))
+
+
+def set_user_active(user_id: int, active: bool, *, actor: Actor) -> User:
+    """Deactivate a login (its tokens are revoked: reactivating it later revives none) or reactivate it.
+
+    Admins only. An admin cannot deactivate their own login, nor the last active admin (409): someone must
+    be left who can undo it.
+    """
+    require(actor, ADMIN, "activate or deactivate users")
+    user = db.session.get(User, user_id, with_for_update=True) if 0 < user_id <= MAX_ID else None
+    if user is None:
+        raise NotFound(f"User {user_id} not found")
+    if not active and user.active:
+        if actor.kind == "user" and actor.id == user.id:
+            raise Conflict("You cannot deactivate your own login")
+        if user.role == "admin":
+            admins = db.session.scalar(
+                sa.select(sa.func.count())
+                .select_from(User)
+                .where(User.role == "admin", User.active.is_(True))
+            )
+            if (admins or 0) <= 1:
+                raise Conflict("The last active admin cannot be deactivated")
+        now = utcnow()
+        db.session.execute(
+            sa.update(AuthToken)
+            .where(AuthToken.user_id == user.id, AuthToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    user.active = active
+    db.session.commit()
+    return user
+
+
+def list_api_keys(*, actor: Actor) -> list[ApiKey]:
+    """Every system key, newest first, revoked ones included (admins only; only prefixes, never secrets)."""
+    require(actor, ADMIN, "list API keys")
+    return list(db.session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())))

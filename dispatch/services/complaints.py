@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from dispatch.actors import INTAKE, READ_COMPLAINTS, Actor, require
+from dispatch.actors import READ_COMPLAINTS, RECORD_COMPLAINTS, Actor, require
 from dispatch.billing import events as billing_events
 from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
@@ -30,7 +30,7 @@ def record_complaint(data: dict[str, Any], *, actor: Actor) -> tuple[Complaint, 
     other content is a 409; concurrent retries race on the unique ``external_id`` and the loser finds the
     winner's row. The complaint counts for the order's engineer, team and district as they are now.
     """
-    require(actor, INTAKE, "record complaints")
+    require(actor, RECORD_COMPLAINTS, "record complaints")
     digest = fingerprint(data)
     now = utcnow()
     skew = timedelta(seconds=int(current_app.config.get("DEVICE_CLOCK_SKEW_SECONDS", 300)))

@@ -31,6 +31,18 @@ def list_engineers(
     return page_of(query, Engineer.code, page=page, page_size=page_size)
 
 
+def list_districts(*, actor: Actor) -> list[District]:
+    """Every district by name: the ones an engineer may cover."""
+    require(actor, READ_ENGINEERS | {"system"}, "read districts")
+    return list(db.session.scalars(sa.select(District).order_by(District.name)))
+
+
+def list_teams(*, actor: Actor) -> list[Team]:
+    """Every team by name."""
+    require(actor, READ_ENGINEERS | {"system"}, "read teams")
+    return list(db.session.scalars(sa.select(Team).order_by(Team.name)))
+
+
 def get_engineer(engineer_id: int, *, actor: Actor) -> Engineer:
     """One engineer."""
     require(actor, READ_ENGINEERS | {"system"}, "read engineers")
@@ -47,8 +59,8 @@ def create_engineer(data: dict[str, Any], *, actor: Actor) -> Engineer:
         raise Conflict(f"Engineer code {data['code']} already exists")
     now = utcnow()
     engineer = Engineer(created_at=now, updated_at=now, active=data.get("active", True))
-    db.session.add(engineer)
     _apply(engineer, {"shifts": None, **data})
+    db.session.add(engineer)  # after _apply: a refused engineer is never pending in the session
     db.session.commit()
     return engineer
 
@@ -70,6 +82,8 @@ def update_engineer(engineer_id: int, data: dict[str, Any], *, actor: Actor) -> 
 
 
 def _apply(engineer: Engineer, data: dict[str, Any]) -> None:
+    # Everything that can refuse the change runs before anything changes (no half-edited engineer is left).
+    districts = _districts(data["districts"]) if "districts" in data else None
     for field in ("code", "name", "phone", "daily_capacity", "active"):
         if field in data:
             setattr(engineer, field, data[field])
@@ -80,8 +94,8 @@ def _apply(engineer: Engineer, data: dict[str, Any]) -> None:
         engineer.team = _team(data["team"]) if data["team"] else None
     if "skills" in data:
         engineer.skill_rows = [EngineerSkill(order_type=s) for s in sorted(set(data["skills"]))]
-    if "districts" in data:
-        engineer.districts = _districts(data["districts"])
+    if districts is not None:
+        engineer.districts = districts
     if "shifts" in data:
         shifts = data["shifts"]
         rows = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +18,16 @@ from dispatch.assignment import rules
 from dispatch.clock import utcnow
 from dispatch.errors import Conflict, NotFound, ValidationError
 from dispatch.extensions import db
-from dispatch.models import Address, Attachment, Order, OrderEvent, OutboxMessage, SlaClock
+from dispatch.models import (
+    Address,
+    Attachment,
+    District,
+    Engineer,
+    Order,
+    OrderEvent,
+    OutboxMessage,
+    SlaClock,
+)
 from dispatch.services.paging import page_of
 from dispatch.timeutil import local_day_bounds, to_local
 
@@ -34,6 +43,7 @@ class OrderFilters:
     engineer_id: int | None = None
     external_id: str | None = None
     sla: str | None = None  # "at_risk" or "breached" (see _sla_condition)
+    engineer_code: str | None = None  # the console's board filters by staff number
 
 
 def _visible_query(actor: Actor, *, action: str | None = None) -> sa.Select[Order]:
@@ -60,6 +70,10 @@ def list_orders(filters: OrderFilters, *, page: int, page_size: int, actor: Acto
         query = query.where(Order.engineer_id == filters.engineer_id)
     if filters.external_id:
         query = query.where(Order.external_id == filters.external_id)
+    if filters.engineer_code:
+        query = query.where(
+            Order.engineer_id.in_(sa.select(Engineer.id).where(Engineer.code == filters.engineer_code))
+        )
     if filters.district:
         query = query.join(Address, Order.address_id == Address.id).where(
             Address.district_name == filters.district
@@ -95,6 +109,20 @@ def get_order(order_id: int, *, actor: Actor, for_update: bool = False, action: 
     if order is None:
         raise NotFound(f"Order {order_id} not found")
     return order
+
+
+def orders_by_id(order_ids: Iterable[int], *, actor: Actor) -> dict[int, Order]:
+    """The visible orders among ``order_ids`` by id, in one query (e.g. for a page of alerts)."""
+    wanted = sorted({i for i in order_ids if 0 < i <= MAX_ID})
+    if not wanted:
+        return {}
+    return {o.id: o for o in db.session.scalars(_visible_query(actor).where(Order.id.in_(wanted))).unique()}
+
+
+def district_names(*, actor: Actor) -> list[str]:
+    """The districts orders are filed under, by name (for filters)."""
+    require(actor, READ_ORDERS, "read orders")
+    return list(db.session.scalars(sa.select(District.name).order_by(District.id)))
 
 
 def order_events(order: Order) -> list[OrderEvent]:

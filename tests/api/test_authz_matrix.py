@@ -228,7 +228,9 @@ MATRIX: dict[tuple[str, str], Case] = {
         extra_path_values={"key": lambda w: "dispatch_engineer"},
     ),
     # Complaints (the hotline records them; dispatchers, managers and admins read them)
-    ("POST", "/api/v1/intake/complaints"): Case(console("intake"), body=_complaint_body),
+    ("POST", "/api/v1/intake/complaints"): Case(
+        console("intake", "dispatcher", "admin"), body=_complaint_body
+    ),
     ("GET", "/api/v1/complaints"): Case(console("dispatcher", "manager", "admin")),
     ("GET", "/api/v1/complaints/{complaint_id}"): Case(
         console("dispatcher", "manager", "admin"), extra_path_values={"complaint_id": _complaint_id}

@@ -30,6 +30,7 @@ function startRefresh() {
     setInterval(async () => {
       try {
         const response = await fetch(el.dataset.refresh, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" });
+        if (response.redirected) { window.location.reload(); return; }  // signed out: to the login page
         if (!response.ok) return;
         el.innerHTML = await response.text();
         el.dataset.refreshedAt = new Date().toISOString();
