@@ -17,6 +17,8 @@ from api.common import idempotency
 from api.common.auth import authenticate_request
 from api.common.errors import register_error_handlers
 from api.common.limits import limiter
+from api.common.openapi import CommonResponsesPlugin
+from api.common.schemas import ErrorSchema
 from api.complaints.routes import blp as complaints_blp
 from api.console import register as register_console
 from api.engineers.routes import blp as engineers_blp
@@ -45,10 +47,16 @@ MODULES = (
 )
 
 
+class DispatchApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api, documenting our error body (api/common/errors.py) as ``Error``."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
 def register(app: Flask) -> Api:
     from mobile_api import MODULES as MOBILE_MODULES
 
-    api = Api(
+    api = DispatchApi(
         app,
         spec_kwargs={
             "info": {"description": "装维调度: work orders, SLA clocks, dispatch, PDA and integrations."},
@@ -56,6 +64,7 @@ def register(app: Flask) -> Api:
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
             "security": [{"bearer": []}],
+            "extra_plugins": [CommonResponsesPlugin()],
         },
     )
     for blueprint in (*MODULES, *MOBILE_MODULES):

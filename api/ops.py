@@ -1,4 +1,5 @@
-"""Operations endpoints and request plumbing: /healthz, /metrics, request ids, access log, 415 check."""
+"""Operations endpoints and request plumbing: /healthz, /metrics, request ids, access log, 415 check,
+security headers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from api.common.errors import error_response
+from api.common.errors import RETRY_AFTER_SECONDS, error_response
 from dispatch.extensions import db
 from dispatch.models import Order
 from dispatch.vocabulary import STATUSES
@@ -25,6 +26,24 @@ JSON_PREFIXES = ("/api/", "/mobile/")
 MULTIPART_ENDPOINTS: set[str] = set()  # endpoints that take multipart/form-data (attachments)
 # An incoming X-Request-Id is echoed only if it looks like an id (it ends up in headers and log lines).
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,63}")
+
+# On every response. The console's pages also get CONSOLE_CSP: every script is a file of its own
+# (api/console/static/console.js), no inline script or event handler; inline style attributes stay allowed.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+CONSOLE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+# Swagger UI (/docs, vendored under api/static/swagger-ui): flask-smorest's page starts the bundle with an
+# inline script, and the UI draws its icons from data: URLs.
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
 
 
 class OrdersByStatusCollector:
@@ -76,7 +95,9 @@ def healthz() -> Any:
         db.session.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError:
         db.session.rollback()
-        return jsonify({"status": "unavailable", "database": "unreachable"}), 503
+        response = jsonify({"status": "unavailable", "database": "unreachable"})
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response, 503
     return jsonify({"status": "ok", "database": "ok"})
 
 
@@ -108,6 +129,12 @@ def _finish(response: Response) -> Response:
     m["requests"].labels(request.method, endpoint, str(response.status_code)).inc()
     m["latency"].labels(request.method, endpoint).observe(elapsed)
     response.headers["X-Request-Id"] = g.get("request_id", "")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.path.startswith("/console/"):
+        response.headers.setdefault("Content-Security-Policy", CONSOLE_CSP)
+    elif request.path.rstrip("/") == "/docs":
+        response.headers.setdefault("Content-Security-Policy", DOCS_CSP)
     log.info(
         "%s %s %s %.1fms",
         request.method,

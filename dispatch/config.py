@@ -114,6 +114,13 @@ def _check_texts(cfg: dict[str, Any]) -> None:
         Targets.parse(cfg["KPI_COMPLETION_TARGETS"], cfg["KPI_COMPLAINT_TARGETS"])
     except ValueError as exc:
         raise ConfigError(f"KPI targets: {exc}") from None
+    from limits import parse_many  # Flask-Limiter's own parser of "6000 per minute"
+
+    for name in ("LOGIN_RATE_LIMIT", "INTAKE_RATE_LIMIT"):
+        try:
+            parse_many(str(cfg[name]))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
 
 
 REDISPATCH_TRIGGERS = ("return", "take_breach")
@@ -221,6 +228,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "TOKEN_TTL_SECONDS": _int("TOKEN_TTL_SECONDS", 12 * 3600),
         "MOBILE_TOKEN_TTL_SECONDS": _int("MOBILE_TOKEN_TTL_SECONDS", 7 * 24 * 3600),
         "LOGIN_RATE_LIMIT": _env("LOGIN_RATE_LIMIT", "10 per minute"),
+        # Per API key, both intake endpoints together (api/common/limits.py): far above a province's peak.
+        "INTAKE_RATE_LIMIT": _env("INTAKE_RATE_LIMIT", "6000 per minute"),
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 11 * 1024 * 1024),
         "IDEMPOTENCY_TTL_SECONDS": _int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
         # flask-smorest / OpenAPI
@@ -243,8 +252,11 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(cfg["SQLALCHEMY_DATABASE_URI"])
     cfg["AUTO_REDISPATCH"] = redispatch_triggers(cfg["AUTO_REDISPATCH"], bool(cfg["AUTO_DISPATCH"]))
     _check_texts(cfg)
+    options = cfg["SQLALCHEMY_ENGINE_OPTIONS"] = dict(cfg["SQLALCHEMY_ENGINE_OPTIONS"])
+    # Bound values (customers' phones, names, addresses, hashes) stay out of database error messages, and so
+    # out of the tracebacks that log.exception writes.
+    options.setdefault("hide_parameters", True)
     if cfg["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         # A server that accepts connections but never answers must become a 503, not a hung worker.
-        options = cfg["SQLALCHEMY_ENGINE_OPTIONS"] = dict(cfg["SQLALCHEMY_ENGINE_OPTIONS"])
         options.setdefault("connect_args", {}).setdefault("connect_timeout", _int("DB_CONNECT_TIMEOUT", 5))
     return cfg

@@ -16,6 +16,8 @@ from dispatch.extensions import db
 
 log = logging.getLogger("dispatch.errors")
 
+RETRY_AFTER_SECONDS = 5  # what a 503 for an unavailable database tells clients to wait
+
 
 def error_response(status: int, message: str, **extra: Any) -> tuple[Any, int]:
     body = {"code": status, "message": message, **{k: v for k, v in extra.items() if v is not None}}
@@ -83,7 +85,7 @@ def handle_database_unavailable(exc: SQLAlchemyError) -> Any:
     orig = getattr(exc, "orig", None)
     log.warning("database unavailable: %s", orig.__class__.__name__ if orig else exc.__class__.__name__)
     response, status = error_response(503, "Database unavailable; retry shortly")
-    response.headers["Retry-After"] = "5"
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response, status
 
 

@@ -1,4 +1,11 @@
-"""Login rate limits (per client address and per username), shared through RATELIMIT_STORAGE_URI."""
+"""Rate limits, shared by every web process through RATELIMIT_STORAGE_URI (Redis when there are several).
+
+* login: ``LOGIN_RATE_LIMIT`` per client address and, separately, per username (api/auth, mobile_api/auth);
+* hotline intake: ``INTAKE_RATE_LIMIT`` per API key (``/api/v1/intake/orders`` and ``/complaints`` together).
+
+A 429 is CONTRACT §3's JSON error (api/common/errors.py) with ``Retry-After`` (``headers_enabled``).
+Redis down: counted in each process's memory meanwhile (``in_memory_fallback_enabled``), never a 500.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,13 @@ from flask import current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+from api.common.auth import optional_actor
+
+# Storage unreachable (Redis down): each process goes on counting in its own memory until the storage answers
+# again, so limits loosen (by the number of processes) instead of every limited request failing with a 500.
+limiter = Limiter(
+    key_func=get_remote_address, default_limits=[], headers_enabled=True, in_memory_fallback_enabled=True
+)
 
 
 @limiter.request_filter
@@ -20,3 +33,31 @@ def login_username() -> str:
     body = request.get_json(silent=True)
     name = body.get("username") if isinstance(body, dict) else None
     return f"user:{name}" if isinstance(name, str) else "user:?"
+
+
+def intake_limits() -> str:
+    return str(current_app.config["INTAKE_RATE_LIMIT"])
+
+
+def intake_caller() -> str:
+    """The bucket of an intake request: the API key's id (a user entering complaints: the user's id)."""
+    actor = optional_actor()
+    if actor is None:  # not reached: anonymous requests are exempt (and get their 401 next)
+        return "anonymous"
+    return f"{actor.kind}:{actor.id}"
+
+
+def anonymous_caller() -> bool:
+    """Requests without valid credentials are not counted against anyone's key: they get 401 (the
+    limiter's check runs before ``authenticate_request``)."""
+    return optional_actor() is None
+
+
+# One shared limit for both intake endpoints: a key's orders and complaints draw on the same budget.
+intake_limit = limiter.shared_limit(
+    intake_limits,
+    scope="intake",
+    key_func=intake_caller,
+    exempt_when=anonymous_caller,
+    error_message="Too many intake requests for this API key; retry after Retry-After seconds",
+)

@@ -61,10 +61,19 @@ class PageArgsSchema(ma.Schema):
 
 
 class ErrorSchema(ma.Schema):
-    code = fields.Integer(required=True)
+    """CONTRACT §3's error body (the ``Error`` component of /openapi.json). Errors may carry more context
+    (the valid values of a path parameter, a conflicting resource), hence ``unknown = INCLUDE``."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status"})
     message = fields.String(required=True)
-    errors = fields.Raw()
-    status = fields.String()
+    errors = fields.Raw(metadata={"description": "Validation messages per field (422)"})
+    status = fields.String(
+        metadata={"description": "An illegal transition (409): the order's current status"}
+    )
+    action = fields.String(metadata={"description": "An illegal transition (409): the action refused"})
 
 
 def page_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:

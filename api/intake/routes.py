@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.common.auth import current_actor
+from api.common.limits import intake_limit
 from api.complaints.schemas import ComplaintSchema
 from api.intake.schemas import ComplaintIntakeSchema, OrderIntakeSchema
 from api.orders.schemas import OrderSchema
@@ -21,10 +22,13 @@ INTAKE_SCHEMA = OrderIntakeSchema()
 
 @blp.route("/orders")
 class IntakeOrders(MethodView):
+    decorators = [intake_limit]
+
     @blp.arguments(INTAKE_SCHEMA)
     @blp.response(201, OrderSchema)
     @blp.alt_response(200, schema=OrderSchema, description="Replay: the order created by the first request")
     @blp.alt_response(409, description="external_id already used for a different order")
+    @blp.alt_response(429, description="INTAKE_RATE_LIMIT reached for this API key")
     def post(self, data: dict[str, Any]) -> Any:
         """Create an order; idempotent on ``external_id``."""
         order, created = intake.intake_order(data, actor=current_actor())
@@ -33,10 +37,13 @@ class IntakeOrders(MethodView):
 
 @blp.route("/complaints")
 class IntakeComplaints(MethodView):
+    decorators = [intake_limit]
+
     @blp.arguments(ComplaintIntakeSchema)
     @blp.response(201, ComplaintSchema)
     @blp.alt_response(200, schema=ComplaintSchema, description="Replay: the complaint recorded first")
     @blp.alt_response(409, description="external_id already used for a different complaint")
+    @blp.alt_response(429, description="INTAKE_RATE_LIMIT reached for this API key")
     def post(self, data: dict[str, Any]) -> Any:
         """Record a complaint about an order (or none); idempotent on ``external_id``."""
         complaint, created = complaints.record_complaint(data, actor=current_actor())

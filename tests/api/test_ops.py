@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import sqlite3
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -110,6 +111,41 @@ def test_every_openapi_operation_has_a_summary_and_bearer_auth_is_declared(offli
     assert {"bearer": []} in spec["security"]
 
 
+def test_openapi_lists_the_statuses_every_operation_can_answer(offline_app: Flask) -> None:
+    """Regression (schemathesis, tests/api/test_fuzz_openapi.py): 401/403/404/400 were answered but only
+    covered by the catch-all ``default`` response, and error responses had no body schema."""
+    spec = offline_app.test_client().get("/openapi.json").get_json()
+    public = {("post", "/api/v1/auth/token"), ("post", "/mobile/v1/auth/token")}
+    for path, item in spec["paths"].items():
+        if not path.startswith(("/api/v1/", "/mobile/v1/")):
+            continue
+        for method, op in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            codes = set(op["responses"])
+            name = f"{method.upper()} {path}"
+            if (method, path) in public:
+                assert op["security"] == [], name
+            else:
+                assert "401" in codes, name
+                assert "403" in codes or path.startswith("/mobile/"), name
+            assert "404" in codes or "{" not in path, name
+            assert "400" in codes or method == "get", name
+            for code, response in op["responses"].items():
+                if code.startswith("4") and "$ref" not in response:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, f"{name} {code}"
+
+
+def test_openapi_error_schema_is_the_body_errors_really_have(offline_app: Flask) -> None:
+    """Regression (schemathesis): ``Error`` was flask-smorest's schema (``additionalProperties: false``,
+    ``status`` as an error name), so a 409's ``action`` and a 404's valid values broke the document."""
+    error = offline_app.test_client().get("/openapi.json").get_json()["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"code", "message"}
+    assert {"code", "message", "errors", "status", "action"} <= set(error["properties"])
+    assert error["additionalProperties"] is True
+
+
 # --- /healthz and database outages ----------------------------------------------------------------------
 
 
@@ -142,6 +178,7 @@ def test_healthz_is_503_json_when_the_database_is_unreachable(down_app: Flask) -
     assert response.is_json
     assert response.get_json()["database"] != "ok"
     assert response.get_json()["status"] != "ok"
+    assert int(response.headers["Retry-After"]) > 0
 
 
 def test_api_requests_during_an_outage_get_503_with_retry_after(down_app: Flask) -> None:
@@ -165,12 +202,48 @@ def test_exhausted_connection_pool_gives_503_not_500(backend: str) -> None:
         engine = db.engine
     held = engine.connect()  # the pool's only connection (outside an app context, so requests tear down)
     try:
-        assert client.get("/healthz").status_code == 503
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert int(health.headers["Retry-After"]) > 0
         busy = client.get("/api/v1/orders", headers=bearer("some-token"))
         assert busy.status_code == 503
         assert busy.headers["Retry-After"]
     finally:
         held.close()
+    assert client.get("/healthz").status_code == 200
+    engine.dispose()
+
+
+def test_connection_lost_after_the_view_ran_still_answers_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restart or ``pg_terminate_backend`` between the view and the teardown makes the rollback of
+    the session's open transaction fail. Raised from the teardown it escaped Flask: gunicorn's bare HTML 500
+    for an answer already built. The answer goes out, the connection is dropped, the next request works."""
+    app = make_app(f"sqlite:///{tmp_path / 'teardown.db'}")
+    lost = {"now": False}
+
+    def probe() -> Any:
+        db.session.execute(sa.text("SELECT 1"))  # the session's transaction is still open at teardown
+        lost["now"] = True
+        return {"ok": True}
+
+    app.add_url_rule("/probe", "probe", probe)
+    with app.app_context():
+        engine = db.engine
+    real_rollback = engine.dialect.do_rollback
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        if lost["now"]:
+            lost["now"] = False
+            raise sqlite3.OperationalError("server closed the connection unexpectedly")
+        real_rollback(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_rollback", do_rollback)
+    client = app.test_client()
+    response = client.get("/probe")
+    assert response.status_code == 200
+    assert response.get_json() == {"ok": True}
     assert client.get("/healthz").status_code == 200
     engine.dispose()
 

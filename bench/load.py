@@ -1,226 +1,91 @@
-"""Hotline intake benchmark (shared/QUALITY.md "Speed and scale", rows 1 and 2).
+"""Load benchmark of the hotline intake (shared/QUALITY.md "Speed and scale": the intake rows and memory).
 
-* Throughput: ``POST /api/v1/intake/orders`` on ``gunicorn -w 2 wsgi:app`` against a fresh migrated
-  PostgreSQL database, beside the reference measured in the same run: a bare Flask + Flask-SQLAlchemy app with
-  one POST doing one ORM INSERT, same driver (psycopg 3) and pool, same gunicorn, its own fresh database
-  (bench/support/reference_app.py). Closed loop, keep-alive http.client threads on loopback (gunicorn's sync
-  workers close the connection after each response, so each request reconnects); runs alternate
-  reference/ours; the median of each is compared. Bar: ours >= 60 % of the reference, every response 201.
-  A run during which other processes used more than RERUN_FOREIGN_CORES is discarded and run again (at most
-  BENCH_INTAKE_MAX_RERUNS times per script); the CPU cost per request (gunicorn workers + own PostgreSQL
-  backends) is printed as a second, load-robust view of the same comparison.
-* Pool: the reference keeps Flask-SQLAlchemy's defaults (QueuePool 5 + 10 overflow, as in
-  shared/reference/ceilings.md); ours runs with its own config (the same QueuePool, plus pool_pre_ping).
-* Latency: ours at a fixed 100 requests/s, open loop (latency counted from the scheduled send time).
-  Bar: p99 <= 50 ms. The reference at the same rate is printed for context.
+The production shape: ``gunicorn -w 2 wsgi:app`` (sync workers) on a fresh migrated PostgreSQL database with
+the scheduler process (``flask run-scheduler``: SLA tick, SMS relay to the outbox, billing feed,
+auto-dispatch, KPI fold ...) running beside it on the same database, so the orders the load creates are
+picked up by the jobs as they would be in production.
 
-Every request carries a unique ``external_id`` and a new customer phone (the order, its customer, address
-and intake event are created each time). Knobs (environment): BENCH_INTAKE_RUNS (3), BENCH_INTAKE_SECONDS
-(10), BENCH_INTAKE_CONNECTIONS (16), BENCH_INTAKE_RATE (100), BENCH_INTAKE_LATENCY_SECONDS (10),
-BENCH_STRICT=1 (exit 1 when a bar is missed; by default only errors or a broken setup fail the script).
+1. Throughput: ``POST /api/v1/intake/orders`` beside the reference measured in the same run: a bare Flask +
+   Flask-SQLAlchemy app with one POST doing one ORM INSERT, same driver (psycopg 3) and pool, same gunicorn,
+   its own fresh database (bench/support/reference_app.py). Closed loop, keep-alive http.client threads on
+   loopback (gunicorn's sync workers close the connection after each response, so each request reconnects);
+   runs alternate reference/ours; the median of each is compared. Bar: ours >= 60 % of the reference, every
+   response 201. A run during which other processes used more than RERUN_FOREIGN_CORES is discarded and run
+   again (at most BENCH_LOAD_MAX_RERUNS times per script); the CPU cost per request (gunicorn workers + own
+   PostgreSQL backends) is printed as a second, load-robust view of the same comparison. Our scheduler's CPU
+   counts as ours (it is part of the system under load), not as foreign load.
+2. Latency: ours at a fixed 100 requests/s for 20 s, open loop (latency counted from the scheduled send time,
+   so a stall is charged to every request queued behind it). Bar: p99 <= 50 ms. The reference at the same rate
+   is printed for context.
+3. Memory: VmRSS (/proc/<pid>/status) of each web worker and of the scheduler after the load. Bars: <= 150 MB
+   per worker, <= 200 MB for the scheduler (MB = 2^20 bytes here).
+
+Pool: the reference keeps Flask-SQLAlchemy's defaults (QueuePool 5 + 10 overflow, as in
+shared/reference/ceilings.md); ours runs with its own config (the same QueuePool, plus pool_pre_ping).
+
+Knobs (environment): BENCH_LOAD_RUNS (3), BENCH_LOAD_SECONDS (10), BENCH_LOAD_CONNECTIONS (16),
+BENCH_LOAD_RATE (100), BENCH_LOAD_LATENCY_SECONDS (20), BENCH_STRICT=1 (exit 1 when a bar is missed; by
+default only errors or a broken setup fail the script). 2–3 minutes in all (runs discarded for foreign
+load are run again).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import harness  # noqa: E402
+from support.intake_load import (  # noqa: E402
+    INTAKE_PATH,
+    Scheduler,
+    Target,
+    flask_cli,
+    latency_run,
+    make_body_factory,
+    measured_run,
+    median_min_max,
+    ms,
+    sanity,
+)
 from support.reference_app import DDL  # noqa: E402
 
-RUNS = int(os.environ.get("BENCH_INTAKE_RUNS", "3"))
-SECONDS = float(os.environ.get("BENCH_INTAKE_SECONDS", "10"))
-CONNECTIONS = int(os.environ.get("BENCH_INTAKE_CONNECTIONS", "16"))
+RUNS = int(os.environ.get("BENCH_LOAD_RUNS", "3"))
+SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_LOAD_CONNECTIONS", "16"))
 WARMUP_SECONDS = 2.0
-RATE = float(os.environ.get("BENCH_INTAKE_RATE", "100"))
-LATENCY_SECONDS = float(os.environ.get("BENCH_INTAKE_LATENCY_SECONDS", "10"))
+RATE = float(os.environ.get("BENCH_LOAD_RATE", "100"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_LOAD_LATENCY_SECONDS", "20"))
 LATENCY_CONNECTIONS = 8
 STRICT = os.environ.get("BENCH_STRICT") == "1"
 
 FOREIGN_WARN_CORES = 0.25
 RERUN_FOREIGN_CORES = 0.15  # a throughput run with more foreign CPU than this is discarded and run again ...
-MAX_RERUNS = int(os.environ.get("BENCH_INTAKE_MAX_RERUNS", "3"))  # ... at most this many times per script
+MAX_RERUNS = int(os.environ.get("BENCH_LOAD_MAX_RERUNS", "3"))  # ... at most this many times per script
 BAR_RATIO = 0.60
 BAR_P99_MS = 50.0
-INTAKE_PATH = "/api/v1/intake/orders"
-DB_PREFIX = "dispatch_bench_intake_"
-
-_phones = itertools.count(1)
-
-
-def make_body_factory(tag: str) -> harness.BodyFactory:
-    """A valid intake body (tests/conftest.py intake_payload) with a unique external_id and customer phone."""
-
-    def body(thread: int, seq: int) -> bytes:
-        n = next(_phones)
-        doc = {
-            "external_id": f"10000-{tag}-{thread}-{seq}",
-            "order_type": "broadband_install",
-            "pay_mode": "install_then_pay",
-            "priority": "normal",
-            "customer": {"name": "张三", "phone": f"139{n:08d}"},
-            "address": {
-                "text": "昆明市五华区人民中路1号",
-                "district": "五华区",
-                "lat": 25.0423,
-                "lng": 102.7065,
-            },
-            "requested_window": {"start": "2026-11-26T09:00:00+08:00", "end": "2026-11-26T12:00:00+08:00"},
-            "products": ["broadband_300m"],
-            "notes": "",
-        }
-        return json.dumps(doc, ensure_ascii=False).encode()
-
-    return body
+BAR_WORKER_RSS_MB = 150.0
+BAR_SCHEDULER_RSS_MB = 200.0
+DB_PREFIX = "dispatch_bench_load_"
 
 
-def flask_cli(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run(
-        [str(harness.VENV_BIN / "flask"), "--app", "wsgi", *args],
-        cwd=harness.REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"flask {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc.stdout
-
-
-class Target:
-    """One server under test: its gunicorn, request path and headers."""
-
-    def __init__(
-        self, label: str, server: harness.Gunicorn, path: str, headers: dict[str, str], dbname: str
-    ) -> None:
-        self.label, self.server, self.path, self.headers, self.dbname = label, server, path, headers, dbname
-        self.runs: list[dict[str, Any]] = []
-        self.ok_responses = 0  # every 201 received, also in warm-up and sanity requests
-        self.errors = 0
-        self.error_samples: list[str] = []
-        self.latency: harness.LoadResult | None = None
-        self.latency_foreign = 0.0
-        self.discarded = 0
-
-    def account(self, result: harness.LoadResult) -> None:
-        self.ok_responses += result.statuses.get(201, 0)
-        self.errors += result.errors(201)
-        self.error_samples.extend(result.error_samples[: max(0, 5 - len(self.error_samples))])
-
-
-def measured_run(target: Target, tag: str) -> dict[str, Any]:
-    harness.checkpoint()
-    time.sleep(0.3)
-    gun0, pg0 = target.server.cpu_seconds(), harness.postgres_cpu_seconds(target.dbname)
-    busy0 = harness.machine_busy_seconds()
-    t0 = time.perf_counter()
-    result = harness.closed_loop(
-        target.server.port,
-        target.path,
-        target.headers,
-        make_body_factory(tag),
-        connections=CONNECTIONS,
-        duration=SECONDS,
-    )
-    wall = time.perf_counter() - t0
-    gun, pg = target.server.cpu_seconds() - gun0, harness.postgres_cpu_seconds(target.dbname) - pg0
-    busy = harness.machine_busy_seconds() - busy0
-    target.account(result)
-    lat_ms = [x * 1000 for x in result.latencies]
-    run = {
-        "rate": result.rate,
-        "p50": harness.percentile(lat_ms, 50),
-        "p99": harness.percentile(lat_ms, 99),
-        "errors": result.errors(201),
-        "gunicorn_cores": gun / wall,
-        "postgres_cores": pg / wall,
-        "client_cores": result.client_cpu / wall,
-        "busy_cores": busy / wall,
-        "foreign_cores": max(0.0, (busy - gun - pg - result.client_cpu) / wall),
-        "gunicorn_ms_per_req": 1000 * gun / max(1, sum(result.statuses.values())),
-        "postgres_ms_per_req": 1000 * pg / max(1, sum(result.statuses.values())),
-        "cpu_ms_per_req": 1000 * (gun + pg) / max(1, sum(result.statuses.values())),
-    }
-    target.runs.append(run)
-    print(
-        f"  run {len(target.runs) + target.discarded} {target.label:9s} {run['rate']:7.1f} req/s  "
-        f"p50 {run['p50']:6.1f} ms  "
-        f"p99 {run['p99']:6.1f} ms  errors {run['errors']}  cores: gunicorn {run['gunicorn_cores']:.2f}, "
-        f"postgres {run['postgres_cores']:.2f}, client {run['client_cores']:.2f}, "
-        f"foreign {run['foreign_cores']:.2f}",
-        flush=True,
-    )
-    return run
-
-
-def latency_run(target: Target, tag: str) -> harness.LoadResult:
-    gun0, pg0 = target.server.cpu_seconds(), harness.postgres_cpu_seconds(target.dbname)
-    busy0, t0 = harness.machine_busy_seconds(), time.perf_counter()
-    result = harness.open_loop(
-        target.server.port,
-        target.path,
-        target.headers,
-        make_body_factory(tag),
-        rate=RATE,
-        duration=LATENCY_SECONDS,
-        connections=LATENCY_CONNECTIONS,
-    )
-    wall = time.perf_counter() - t0
-    gun, pg = target.server.cpu_seconds() - gun0, harness.postgres_cpu_seconds(target.dbname) - pg0
-    target.latency_foreign = (
-        max(0.0, harness.machine_busy_seconds() - busy0 - gun - pg - result.client_cpu) / wall
-    )
-    target.account(result)
-    target.latency = result
-    lat_ms = [x * 1000 for x in result.latencies]
-    print(
-        f"  {RATE:.0f} req/s {target.label:9s} p50 {harness.percentile(lat_ms, 50):6.1f}  p95 "
-        f"{harness.percentile(lat_ms, 95):6.1f}  p99 {harness.percentile(lat_ms, 99):6.1f}  max "
-        f"{max(lat_ms, default=math.nan):6.1f} ms  ({result.completed} answered, "
-        f"errors {result.errors(201)}, late starts {result.late_starts}, shed {result.shed}; cores: gunicorn "
-        f"{gun / wall:.2f}, postgres {pg / wall:.2f}, foreign {target.latency_foreign:.2f})",
-        flush=True,
-    )
-    return result
-
-
-def sanity(target: Target, tag: str) -> None:
-    result = harness.closed_loop(
-        target.server.port, target.path, target.headers, make_body_factory(tag), connections=1, duration=0.2
-    )
-    target.account(result)
-    if result.errors(201) or not result.statuses.get(201):
-        raise RuntimeError(f"{target.label}: sanity POST failed: {result.statuses} {result.error_samples}")
-
-
-def ms(value: float) -> str:
-    return "> 5 s (shed)" if math.isinf(value) else f"{value:.1f}"
-
-
-def median_min_max(values: list[float], fmt: str = "{:.0f}") -> str:
-    if not values:
-        return "-"
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
-
-
-def report(ref: Target, ours: Target, pg_version: str, rows: dict[str, int]) -> bool:
+def report(
+    ref: Target,
+    ours: Target,
+    pg_version: str,
+    rows: dict[str, int],
+    rss: dict[str, list[float]],
+    scheduler_ok: bool,
+) -> bool:
     ref_rate = statistics.median(r["rate"] for r in ref.runs)
     our_rate = statistics.median(r["rate"] for r in ours.runs)
     ratio = our_rate / ref_rate if ref_rate else 0.0
@@ -231,6 +96,8 @@ def report(ref: Target, ours: Target, pg_version: str, rows: dict[str, int]) -> 
     errors_ok = ours.errors == 0 and ref.errors == 0 and rows["ours"] == ours.ok_responses
     errors_ok = errors_ok and rows["reference"] == ref.ok_responses
     ratio_ok, p99_ok = ratio >= BAR_RATIO, our_p99 <= BAR_P99_MS
+    workers_ok = bool(rss["workers"]) and all(v <= BAR_WORKER_RSS_MB for v in rss["workers"])
+    sched_rss_ok = bool(rss["scheduler"]) and all(v <= BAR_SCHEDULER_RSS_MB for v in rss["scheduler"])
 
     def col(target: Target, key: str, fmt: str = "{:.0f}") -> str:
         return median_min_max([r[key] for r in target.runs], fmt)
@@ -240,7 +107,7 @@ def report(ref: Target, ours: Target, pg_version: str, rows: dict[str, int]) -> 
 
     lines = [
         "",
-        "Hotline intake benchmark — POST /api/v1/intake/orders vs bare Flask + Flask-SQLAlchemy ORM INSERT",
+        "Load benchmark — POST /api/v1/intake/orders (scheduler running beside) vs bare Flask + ORM INSERT",
         f"  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; box: {harness.NCPU} CPUs, "
         f"Python {platform.python_version()}, PostgreSQL {pg_version} on "
         f"{harness.PG_HOST}:{harness.PG_PORT}; gunicorn -w 2 (sync) each; http.client load on loopback",
@@ -322,6 +189,26 @@ def report(ref: Target, ours: Target, pg_version: str, rows: dict[str, int]) -> 
     row(
         "  foreign load (other processes), cores", f"{ref.latency_foreign:.2f}", f"{ours.latency_foreign:.2f}"
     )
+    lines.append(f"| {'':44s} | {'':22s} | {'':22s} | {'':14s} | {'':7s} |")
+
+    def mb(values: list[float]) -> str:
+        return " / ".join(f"{v:.0f}" for v in values) or "-"
+
+    row(
+        "RSS after the load, MB: web workers",
+        mb(rss["ref_workers"]),
+        mb(rss["workers"]),
+        f"<= {BAR_WORKER_RSS_MB:.0f} each",
+        verdict(workers_ok),
+    )
+    row("  scheduler", "-", mb(rss["scheduler"]), f"<= {BAR_SCHEDULER_RSS_MB:.0f}", verdict(sched_rss_ok))
+    row(
+        "  scheduler alive, no ERROR in its log",
+        "-",
+        "yes" if scheduler_ok else "no",
+        "yes",
+        verdict(scheduler_ok),
+    )
     lines.append("")
     foreign = max(
         statistics.median(r["foreign_cores"] for r in ref.runs + ours.runs),
@@ -335,11 +222,13 @@ def report(ref: Target, ours: Target, pg_version: str, rows: dict[str, int]) -> 
             "absolute req/s and latencies are depressed and noisy. The alternating ratio and the CPU cost "
             "ratio hold up better."
         )
-    overall = ratio_ok and p99_ok and errors_ok
+    overall = ratio_ok and p99_ok and errors_ok and workers_ok and sched_rss_ok and scheduler_ok
     lines.append(
         f"RESULT: throughput {verdict(ratio_ok)} ({ratio:.1%} of the reference, bar {BAR_RATIO:.0%}); "
         f"latency {verdict(p99_ok)} (p99 {ms(our_p99)} ms, bar {BAR_P99_MS:.0f} ms); "
-        f"errors {verdict(errors_ok)}"
+        f"errors {verdict(errors_ok)}; memory {verdict(workers_ok and sched_rss_ok)} (workers "
+        f"{mb(rss['workers'])} MB, bar {BAR_WORKER_RSS_MB:.0f}; scheduler {mb(rss['scheduler'])} MB, bar "
+        f"{BAR_SCHEDULER_RSS_MB:.0f}); scheduler {verdict(scheduler_ok)}"
     )
     for target in (ref, ours):
         for sample in target.error_samples:
@@ -353,8 +242,9 @@ def main() -> int:
     pid = os.getpid()
     ref_db, our_db = f"{DB_PREFIX}{pid}_ref", f"{DB_PREFIX}{pid}_ours"
     servers: list[harness.Gunicorn] = []
+    scheduler: Scheduler | None = None
     created: list[str] = []
-    log_dir = Path(tempfile.mkdtemp(prefix="bench_intake_"))
+    log_dir = Path(tempfile.mkdtemp(prefix="bench_load_"))
     failed = False
     with harness.terminate_as_exit():
         try:
@@ -370,10 +260,19 @@ def main() -> int:
             base_env = {
                 k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BENCH_REF_"))
             }
-            our_env = dict(base_env, DATABASE_URL=harness.pg_url(our_db), SECRET_KEY="bench-intake-secret")
+            our_env = dict(
+                base_env,
+                DATABASE_URL=harness.pg_url(our_db),
+                SECRET_KEY="bench-load-secret",
+                GEOCODER="none",
+                SMS_BACKEND="outbox",
+                # The per-key intake limit is a policy, not a cost: far above what one loopback client sends,
+                # so every request is served (the limiter still runs on each one).
+                INTAKE_RATE_LIMIT="1000000 per minute",
+            )
             flask_cli(our_env, "db", "upgrade")
             key = (
-                flask_cli(our_env, "create-api-key", "bench-intake", "--scope", "intake")
+                flask_cli(our_env, "create-api-key", "bench-load", "--scope", "intake")
                 .strip()
                 .splitlines()[-1]
             )
@@ -389,8 +288,12 @@ def main() -> int:
             servers.append(ref_server)
             our_server = harness.Gunicorn("ours", "wsgi:app", env=our_env, cwd=harness.REPO, log_dir=log_dir)
             servers.append(our_server)
+            scheduler = Scheduler(our_env, log_dir)
             ref_server.wait_ready("/ping")
             our_server.wait_ready("/healthz")
+            scheduler.wait_started()
+            beside_ours = ([scheduler.proc.pid], [])  # its backends are in our database: counted as ours
+            beside_ref = ([scheduler.proc.pid], [our_db])
             json_headers = {"Content-Type": "application/json"}
             ref = Target("reference", ref_server, "/orders", json_headers, ref_db)
             ours = Target(
@@ -417,7 +320,13 @@ def main() -> int:
                 for target in (ref, ours):
                     attempt = 0
                     while True:
-                        run = measured_run(target, f"r{i}{target.label[0]}{attempt}")
+                        run = measured_run(
+                            target,
+                            f"r{i}{target.label[0]}{attempt}",
+                            connections=CONNECTIONS,
+                            seconds=SECONDS,
+                            beside=beside_ours if target is ours else beside_ref,
+                        )
                         if run["foreign_cores"] <= RERUN_FOREIGN_CORES or retries == 0:
                             break
                         target.runs.pop()  # another process stole the CPU: discard and run again
@@ -429,25 +338,51 @@ def main() -> int:
                         )
                         time.sleep(1.0)
             print(f"latency at {RATE:.0f} req/s, open loop, {LATENCY_SECONDS:.0f} s:", flush=True)
-            latency_run(ref, "lr")
-            latency_run(ours, "lo")
+            for target, tag, side in ((ref, "lr", beside_ref), (ours, "lo", beside_ours)):
+                latency_run(
+                    target,
+                    tag,
+                    rate=RATE,
+                    seconds=LATENCY_SECONDS,
+                    connections=LATENCY_CONNECTIONS,
+                    beside=side,
+                )
+            time.sleep(2 * 5)  # two scheduler ticks: the jobs work through what the load left behind
+            rss = {
+                "workers": [harness.rss_mb(p) for p in harness.children(our_server.proc.pid)],
+                "ref_workers": [harness.rss_mb(p) for p in harness.children(ref_server.proc.pid)],
+                "scheduler": [harness.rss_mb(scheduler.proc.pid)],
+            }
+            scheduler_ok = scheduler.alive() and b" ERROR " not in scheduler.log_path.read_bytes()
 
             rows = {}
             for label, name, table in (("reference", ref_db, "work_orders"), ("ours", our_db, "orders")):
                 with psycopg.connect(harness.pg_url(name)) as conn:
                     row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
                     rows[label] = int(row[0]) if row else -1
-            overall = report(ref, ours, pg_version, rows)
+            overall = report(ref, ours, pg_version, rows, rss, scheduler_ok)
             errors = ref.errors + ours.errors
-            failed = errors > 0 or rows["ours"] != ours.ok_responses or rows["reference"] != ref.ok_responses
+            failed = (
+                not scheduler_ok
+                or errors > 0
+                or rows["ours"] != ours.ok_responses
+                or rows["reference"] != ref.ok_responses
+            )
             if STRICT and not overall:
                 failed = True
         except Exception as exc:
             failed = True
-            print(f"bench/intake.py failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"bench/load.py failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             for server in servers:
                 print(f"--- {server.name} log tail ---\n{server.log_tail()}", file=sys.stderr)
+            if scheduler is not None:
+                print(f"--- scheduler log tail ---\n{scheduler.log_tail()}", file=sys.stderr)
         finally:
+            if scheduler is not None:
+                try:
+                    scheduler.stop()
+                except Exception as exc:  # keep cleaning up
+                    print(f"stopping the scheduler: {exc}", file=sys.stderr)
             for server in servers:
                 try:
                     server.stop()
