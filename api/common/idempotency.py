@@ -8,13 +8,18 @@ concurrent duplicate gets 409 "in progress"; a 5xx, 401 or 429 is not stored, so
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.common.auth import optional_actor
-from api.common.errors import error_response
+from api.common.errors import error_response, handle_database_unavailable
+from dispatch.extensions import db
 from dispatch.services import idempotency
+
+log = logging.getLogger("dispatch.http")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PREFIXES = ("/api/", "/mobile/")
@@ -68,17 +73,32 @@ def after_request(response: Response) -> Response:
     record_id = g.pop("idempotency_record", None)
     if record_id is None:
         return response
-    if response.status_code >= 500 or response.status_code in _NOT_STORED:
-        idempotency.release(record_id)
-    else:
-        idempotency.complete(record_id, response.status_code, response.get_json(silent=True))
+    try:
+        if response.status_code >= 500 or response.status_code in _NOT_STORED:
+            idempotency.release(record_id)
+        else:
+            idempotency.complete(record_id, response.status_code, response.get_json(silent=True))
+    except SQLAlchemyError as exc:
+        # The database went away after the view answered (an error here would escape every handler as a
+        # bare 500). A view's success stands (its transaction committed); an error answer stays a 503.
+        # The claim stays pending: a retry with this key is told to retry shortly until it expires.
+        if response.status_code < 500:
+            db.session.rollback()
+            log.warning("Idempotency-Key response not stored: %s", exc.__class__.__name__)
+            return response
+        unavailable, _ = handle_database_unavailable(exc)
+        return unavailable
     return response
 
 
 def teardown_request(exc: BaseException | None) -> None:
     record_id = g.pop("idempotency_record", None)
     if record_id is not None:  # the response never got built
-        idempotency.release(record_id)
+        try:
+            idempotency.release(record_id)
+        except SQLAlchemyError:
+            db.session.rollback()
+            log.warning("Idempotency-Key claim not released (database unavailable)")
 
 
 def register(app: Flask) -> None:

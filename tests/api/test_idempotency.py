@@ -273,3 +273,16 @@ def test_an_oversized_body_with_a_key_is_413_json_and_not_stored(app, client, ap
     assert response.get_json()["code"] == 413 and response.get_json()["message"]
     assert count(IdempotencyRecord) == 0
     assert count(Order) == orders
+
+
+def _database_gone(*args: Any, **kwargs: Any) -> None:
+    raise sa.exc.OperationalError("UPDATE idempotency_records", {}, Exception("server closed the connection"))
+
+
+def test_database_lost_while_storing_the_response_keeps_the_views_answer(client, api_key, monkeypatch):
+    from dispatch.services import idempotency
+
+    headers = {**bearer(api_key("intake")), "Idempotency-Key": "lost-store-1"}
+    monkeypatch.setattr(idempotency, "complete", _database_gone)
+    response = client.post("/api/v1/intake/orders", json=intake_payload(), headers=headers)
+    assert response.status_code == 201  # the order committed: its answer stands, not a bare 500
