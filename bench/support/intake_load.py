@@ -26,28 +26,27 @@ Beside = tuple[Sequence[int], Sequence[str]]  # pids and database names of known
 _phones = itertools.count(1)
 
 
+def intake_body(external_id: str, n: int) -> bytes:
+    """A valid intake body (tests/conftest.py intake_payload) with this external_id and customer phone n."""
+    doc = {
+        "external_id": external_id,
+        "order_type": "broadband_install",
+        "pay_mode": "install_then_pay",
+        "priority": "normal",
+        "customer": {"name": "张三", "phone": f"139{n:08d}"},
+        "address": {"text": "昆明市五华区人民中路1号", "district": "五华区", "lat": 25.0423, "lng": 102.7065},
+        "requested_window": {"start": "2026-11-26T09:00:00+08:00", "end": "2026-11-26T12:00:00+08:00"},
+        "products": ["broadband_300m"],
+        "notes": "",
+    }
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
 def make_body_factory(tag: str) -> harness.BodyFactory:
-    """A valid intake body (tests/conftest.py intake_payload) with a unique external_id and customer phone."""
+    """Intake bodies with a unique external_id and customer phone per request."""
 
     def body(thread: int, seq: int) -> bytes:
-        n = next(_phones)
-        doc = {
-            "external_id": f"10000-{tag}-{thread}-{seq}",
-            "order_type": "broadband_install",
-            "pay_mode": "install_then_pay",
-            "priority": "normal",
-            "customer": {"name": "张三", "phone": f"139{n:08d}"},
-            "address": {
-                "text": "昆明市五华区人民中路1号",
-                "district": "五华区",
-                "lat": 25.0423,
-                "lng": 102.7065,
-            },
-            "requested_window": {"start": "2026-11-26T09:00:00+08:00", "end": "2026-11-26T12:00:00+08:00"},
-            "products": ["broadband_300m"],
-            "notes": "",
-        }
-        return json.dumps(doc, ensure_ascii=False).encode()
+        return intake_body(f"10000-{tag}-{thread}-{seq}", next(_phones))
 
     return body
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import cProfile
 import io
-import json
 import logging
 import os
 import pstats
@@ -28,6 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from support import harness  # noqa: E402
+from support.intake_load import intake_body  # noqa: E402
 from support.reference_app import DDL  # noqa: E402
 
 _ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -37,25 +37,7 @@ _seq = iter(range(1, 10**8))
 
 def body(tag: str) -> bytes:
     n = next(_seq)
-    return json.dumps(
-        {
-            "external_id": f"10000-{tag}-{n}",
-            "order_type": "broadband_install",
-            "pay_mode": "install_then_pay",
-            "priority": "normal",
-            "customer": {"name": "张三", "phone": f"139{n:08d}"},
-            "address": {
-                "text": "昆明市五华区人民中路1号",
-                "district": "五华区",
-                "lat": 25.0423,
-                "lng": 102.7065,
-            },
-            "requested_window": {"start": "2026-11-26T09:00:00+08:00", "end": "2026-11-26T12:00:00+08:00"},
-            "products": ["broadband_300m"],
-            "notes": "",
-        },
-        ensure_ascii=False,
-    ).encode()
+    return intake_body(f"10000-{tag}-{n}", n)
 
 
 PHASE_FILES = ("/work/main/api/", "/work/main/dispatch/", "reference_app.py")
