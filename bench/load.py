@@ -21,7 +21,7 @@ picked up by the jobs as they would be in production.
    per worker, <= 200 MB for the scheduler (MB = 2^20 bytes here).
 
 Pool: the reference keeps Flask-SQLAlchemy's defaults (QueuePool 5 + 10 overflow, as in
-shared/reference/ceilings.md); ours runs with its own config (the same QueuePool, plus pool_pre_ping).
+shared/reference/ceilings.md); ours runs with its own config (the same QueuePool).
 
 Knobs (environment): BENCH_LOAD_RUNS (3), BENCH_LOAD_SECONDS (10), BENCH_LOAD_CONNECTIONS (16),
 BENCH_LOAD_RATE (100), BENCH_LOAD_LATENCY_SECONDS (20), BENCH_STRICT=1 (exit 1 when a bar is missed; by

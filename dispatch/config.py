@@ -166,7 +166,11 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(
             _env("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'dispatch.db'}")
         ),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No ping before each checkout by default (a round trip on every request, the intake's costliest part
+        # after its own statements): a connection the server dropped fails on first use instead, the request
+        # answers 503 with Retry-After, and SQLAlchemy then retires every connection pooled before the
+        # failure, so one request per worker is refused after a database restart (tests/reliability).
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": _env("DB_POOL_PRE_PING", "off") == "on"},
         "DISPATCH_TZ": _env("DISPATCH_TZ", "Asia/Shanghai"),
         "SCHEDULER_TICK_SECONDS": _int("SCHEDULER_TICK_SECONDS", 5),
         "SMS_BACKEND": _env("SMS_BACKEND", "outbox"),

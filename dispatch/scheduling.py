@@ -21,6 +21,7 @@ from dispatch.billing import push
 from dispatch.clock import utcnow
 from dispatch.extensions import db
 from dispatch.geo import geocoding
+from dispatch.logs import log_exception
 from dispatch.messaging import relay
 from dispatch.reporting import daily, rollup
 from dispatch.services import dispatching, idempotency, orders
@@ -99,7 +100,7 @@ def run_job(app: Flask, job: Job) -> Any:
             return result
         except Exception:
             db.session.rollback()
-            log.exception("job %s failed", job.id)
+            log_exception(log, "job %s failed", job.id)
             return None
         finally:
             db.session.remove()

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from dispatch.errors import DispatchError
 from dispatch.extensions import db
+from dispatch.logs import log_exception
 
 log = logging.getLogger("dispatch.errors")
 
@@ -105,7 +106,7 @@ def handle_unexpected(exc: Exception) -> Any:
     db.session.rollback()
     if current_app.config.get("RAISE_UNEXPECTED"):  # tests: a bug surfaces as the exception, not a 500
         raise exc
-    log.exception("unhandled error")
+    log_exception(log, "unhandled error")
     return error_response(500, "Internal server error")
 
 

@@ -81,7 +81,8 @@ def after_request(response: Response) -> Response:
     except SQLAlchemyError as exc:
         # The database went away after the view answered (an error here would escape every handler as a
         # bare 500). A view's success stands (its transaction committed); an error answer stays a 503.
-        # The claim stays pending: a retry with this key is told to retry shortly until it expires.
+        # The claim stays pending: a retry with this key is told to retry shortly until the claim goes stale
+        # (idempotency.STALE_AFTER), then runs the request again.
         if response.status_code < 500:
             db.session.rollback()
             log.warning("Idempotency-Key response not stored: %s", exc.__class__.__name__)

@@ -5,7 +5,8 @@ PostgreSQL database, and the reference app's ``POST /orders`` the same way, then
 wall/CPU ms per request without the profiler, and a cProfile of N requests grouped by package plus the top
 functions. Usage: ``.venv/bin/python bench/support/profile_intake.py [N] [--what-if]``
 (``--what-if`` instead compares configuration-only variants: expire_on_commit, pool_pre_ping). The
-profiler's timer is CPU time (``PROFILE_TIMER=wall`` for wall time, which charges the PostgreSQL round trips).
+profiler's timer is CPU time (``PROFILE_TIMER=wall`` for wall time, which charges the PostgreSQL round trips);
+``PROFILE_FOCUS=<function name>`` also prints where that function's time goes.
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ def profile(label: str, client: Any, path: str, headers: dict[str, str], engine:
         if (any(part in filename for part in PHASE_FILES) or func in PHASE_FUNCS) and ct / N >= 0.00005:
             short = filename.replace(str(harness.REPO) + "/", "").split("site-packages/")[-1]
             print(f"    {1000 * ct / N:7.3f}  {nc / N:5.1f}x  {short}:{line}({func})")
+    focus = os.environ.get("PROFILE_FOCUS")  # a function name: what its time is spent on
+    if focus:
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_callees(focus)
+        print(out.getvalue())
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
     print("  top cumulative:")
@@ -163,11 +169,13 @@ def what_if(ours_db: str, headers: dict[str, str]) -> None:
     apps = {
         "pre_ping": create_app({"SQLALCHEMY_DATABASE_URI": url}),
         "no_pre_ping": create_app({"SQLALCHEMY_DATABASE_URI": url, "SQLALCHEMY_ENGINE_OPTIONS": {}}),
+        "no_limiter": create_app({"SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": False}),
     }
     variants = [
         ("as configured (expire_on_commit=True, pool_pre_ping)", "pre_ping", True),
         ("expire_on_commit=False", "pre_ping", False),
         ("expire_on_commit=False, no pool_pre_ping", "no_pre_ping", False),
+        ("no rate limiter (RATELIMIT_ENABLED=False)", "no_limiter", True),
     ]
     results: dict[str, list[tuple[float, float]]] = defaultdict(list)
     print("\n=== what-if (configuration only, ours): statements per request, then interleaved blocks")

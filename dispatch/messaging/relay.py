@@ -41,6 +41,7 @@ from flask import current_app
 from dispatch.clock import utcnow
 from dispatch.config import SMS_BACKENDS, ConfigError
 from dispatch.extensions import db
+from dispatch.logs import log_exception
 from dispatch.messaging import policy, templates, twilio_sms
 from dispatch.models import OutboxMessage, SmsOptOut
 from dispatch.services import sms_inbound
@@ -337,7 +338,7 @@ class _Run:
                 self.failed(item, None, f"template {message.template!r}: {exc}")
                 return
             except Exception as exc:  # one bad row must not stop the batch; retried, then failed
-                log.exception("sms %s: rendering failed", message.id)
+                log_exception(log, "sms %s: rendering failed", message.id)
                 self.retry(item, None, f"rendering failed ({type(exc).__name__})", unconfirmed=False)
                 return
         recipient = message.recipient
@@ -417,7 +418,7 @@ class _Run:
             else:
                 self.retry(item, body, f"{UNKNOWN_MARK}: {exc}", code=exc.code, unconfirmed=True)
         except Exception as exc:  # whatever broke after the request left, Twilio may have accepted it
-            log.exception("sms %s: sending failed", message.id)
+            log_exception(log, "sms %s: sending failed", message.id)
             self.failures_in_a_row += 1
             self.retry(item, body, f"{UNKNOWN_MARK}: {type(exc).__name__}", unconfirmed=True)
         else:

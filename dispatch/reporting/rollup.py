@@ -34,7 +34,7 @@ BATCH = 5000
 # The transitions that can change an order's facts (its engineer or its outcome).
 FACT_ACTIONS = frozenset({"assign", "reassign", "return", "cancel", "complete"})
 
-_DELTAS: sa.Table = KpiDelta.__table__  # type: ignore[assignment]
+DELTAS: sa.Table = KpiDelta.__table__  # type: ignore[assignment]
 _DAILY: sa.Table = KpiDaily.__table__  # type: ignore[assignment]
 
 Projected = tuple[str, date, str, str, str]  # (grouping, day, key, order_type, metric)
@@ -59,11 +59,11 @@ def delta_rows(counter: Counter[kpi.Key]) -> list[dict[str, Any]]:
     ]
 
 
-def emit(counter: Counter[kpi.Key], connection: sa.Connection | None = None) -> None:
+def emit(counter: Counter[kpi.Key]) -> None:
     """Write ``counter`` as deltas in the caller's transaction (nothing commits here)."""
     rows = delta_rows(counter)
     if rows:
-        (connection or db.session.connection()).execute(_DELTAS.insert(), rows)
+        db.session.connection().execute(DELTAS.insert(), rows)
 
 
 # --- an order's facts ---------------------------------------------------------------------------------
@@ -219,18 +219,17 @@ def on_satisfaction(order: Order, score: int, now: datetime) -> None:
 
 
 def on_intake(
-    order_type: str,
-    district: str,
-    *,
-    order_id: int,
-    customer_id: int | None,
-    now: datetime,
-    connection: sa.Connection | None = None,
+    order_type: str, district: str, *, order_id: int, customer_id: int | None, now: datetime
 ) -> None:
     """A new order: one more received, and for a repair, the customer's earlier repairs may not have held."""
-    emit(kpi.order_contributions(initial_facts(order_type, district, now)), connection)
+    db.session.connection().execute(DELTAS.insert(), intake_deltas(order_type, district, now))
     if order_type == "repair" and customer_id is not None:
         mark_repeat_repairs(customer_id, order_id, now)
+
+
+def intake_deltas(order_type: str, district: str, now: datetime) -> list[dict[str, Any]]:
+    """The delta rows of an order received now (one: received; hotline intake writes it in its own INSERT)."""
+    return delta_rows(kpi.order_contributions(initial_facts(order_type, district, now)))
 
 
 def mark_repeat_repairs(customer_id: int, new_order_id: int, now: datetime) -> None:
@@ -276,20 +275,20 @@ def project(counter: Counter[kpi.Key]) -> Counter[Projected]:
 
 
 def _deleted_batch(limit: int) -> Any:
-    pick = sa.select(_DELTAS.c.id).order_by(_DELTAS.c.id).limit(limit)
+    pick = sa.select(DELTAS.c.id).order_by(DELTAS.c.id).limit(limit)
     if db.session.get_bind().dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     return (
-        sa.delete(_DELTAS)
-        .where(_DELTAS.c.id.in_(pick.scalar_subquery()))
+        sa.delete(DELTAS)
+        .where(DELTAS.c.id.in_(pick.scalar_subquery()))
         .returning(
-            _DELTAS.c.day,
-            _DELTAS.c.order_type,
-            _DELTAS.c.district,
-            _DELTAS.c.team_id,
-            _DELTAS.c.engineer_id,
-            _DELTAS.c.metric,
-            _DELTAS.c.value,
+            DELTAS.c.day,
+            DELTAS.c.order_type,
+            DELTAS.c.district,
+            DELTAS.c.team_id,
+            DELTAS.c.engineer_id,
+            DELTAS.c.metric,
+            DELTAS.c.value,
         )
     )
 
@@ -342,8 +341,8 @@ def _delta_key(grouping: str) -> sa.ColumnElement[str]:
     if grouping == "order_type":
         return sa.literal("", sa.String)
     if grouping == "district":
-        return _DELTAS.c.district
-    column = _DELTAS.c.team_id if grouping == "team" else _DELTAS.c.engineer_id
+        return DELTAS.c.district
+    column = DELTAS.c.team_id if grouping == "team" else DELTAS.c.engineer_id
     return sa.cast(column, sa.String)
 
 
@@ -355,12 +354,12 @@ def totals(grouping: str, start: date, end: date, *, by_day: bool = False) -> li
         _DAILY.c.day, _DAILY.c.key, _DAILY.c.order_type, _DAILY.c.metric, _DAILY.c.value
     ).where(_DAILY.c.grouping == grouping, _DAILY.c.day.between(start, end))
     pending = sa.select(
-        _DELTAS.c.day,
+        DELTAS.c.day,
         _delta_key(grouping).label("key"),
-        _DELTAS.c.order_type,
-        _DELTAS.c.metric,
-        _DELTAS.c.value,
-    ).where(_DELTAS.c.day.between(start, end))
+        DELTAS.c.order_type,
+        DELTAS.c.metric,
+        DELTAS.c.value,
+    ).where(DELTAS.c.day.between(start, end))
     both = sa.union_all(folded, pending).subquery()
     columns = [both.c.key, both.c.order_type, both.c.metric]
     if by_day:

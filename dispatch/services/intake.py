@@ -5,8 +5,9 @@ Every hotline order passes here, so the path is kept short (shared/QUALITY.md "S
 * one lookup statement reads everything the request depends on: the order already created for the
   ``external_id`` (id and fingerprint only), the district, the customer of that phone and the SLA policy of
   the clock the intake starts;
-* the customer (if new), the address, the order, its completion clock and its ``intake`` event are written
-  with Core ``INSERT ... RETURNING id`` in one transaction (the models' tables are the schema), as
+* the customer (if new), the address, the order, its completion clock, its ``intake`` event and its KPI
+  delta are written with Core in one transaction (the models' tables are the schema): on PostgreSQL in one
+  statement of data-modifying CTEs, elsewhere one ``INSERT ... RETURNING id`` per row; as
   :func:`dispatch.workflow.record_intake` would write them (tests/services/test_intake_fast_path.py holds the
   two to the same rows);
 * the rows written become loaded ORM objects in the session, and the commit does not expire them: the
@@ -15,6 +16,7 @@ Every hotline order passes here, so the path is kept short (shared/QUALITY.md "S
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -74,11 +76,6 @@ _LOOKUP = sa.select(
     _scalar(_POLICIES.c.target_seconds, _BY_POLICY, "policy_target_seconds"),
     _scalar(_POLICIES.c.warn_percent, _BY_POLICY, "policy_warn_percent"),
 )
-_INSERT_CUSTOMER = _CUSTOMERS.insert().returning(_CUSTOMERS.c.id)
-_INSERT_ADDRESS = _ADDRESSES.insert().returning(_ADDRESSES.c.id)
-_INSERT_ORDER = _ORDERS.insert().returning(_ORDERS.c.id)
-_INSERT_CLOCK = _CLOCKS.insert().returning(_CLOCKS.c.id)
-_INSERT_EVENT = _EVENTS.insert()
 _CLOCK_COLUMNS = frozenset(column.key for column in _CLOCKS.c if not column.primary_key)
 # The columns of a new order that intake leaves empty. A column with a default that intake does not set stays
 # out of the INSERT (so its default applies) and is read back the first time it is used.
@@ -164,12 +161,15 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
     """Write the order's rows (the caller commits) and return the order, loaded, as a reload would read it."""
     conn = db.session.connection()
     now = utcnow()
-    customer = _customer(conn, data["customer"], found, now, written)
-    address_data = data["address"]
+    customer_data, address_data = data["customer"], data["address"]
     has_position = address_data.get("lat") is not None and address_data.get("lng") is not None
     known = found.district_id is not None
-    values = {
-        "customer_id": customer.id,
+    window = data.get("requested_window") or {}
+    rows: dict[str, dict[str, Any]] = {}
+    if found.customer_id is None:
+        rows["customer"] = {"name": customer_data["name"], "phone": customer_data["phone"], "created_at": now}
+    rows["address"] = {
+        "customer_id": found.customer_id,
         "text": address_data["text"],
         "district_name": address_data["district"],
         "district_id": found.district_id,
@@ -178,11 +178,9 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
         "location_source": "intake" if has_position else "centroid",
         # The scheduler's geocoding job replaces the centroid later; intake never waits for a geocoder.
         "geocode_next_at": None if has_position else now,
+        "geocode_attempts": 0,
     }
-    address = _loaded(Address(id=conn.execute(_INSERT_ADDRESS, values).scalar_one(), **values), written)
-    set_committed_value(address, "customer", customer)
-    window = data.get("requested_window") or {}
-    values = {
+    rows["order"] = {
         **_ORDER_NULLS,
         "external_id": data["external_id"],
         "order_type": data["order_type"],
@@ -191,8 +189,7 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
         "status": "new",  # as workflow.record_intake sets them: the first status, created and updated now
         "created_at": now,
         "updated_at": now,
-        "customer_id": customer.id,
-        "address_id": address.id,
+        "customer_id": found.customer_id,
         "requested_start": _utc(window.get("start")),
         "requested_end": _utc(window.get("end")),
         "products": list(data.get("products") or []),
@@ -200,23 +197,16 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
         "intake_fingerprint": digest,
         "version": 1,
     }
-    order = _loaded(Order(id=conn.execute(_INSERT_ORDER, values).scalar_one(), **values), written)
-    set_committed_value(order, "customer", customer)
-    set_committed_value(order, "address", address)
-    set_committed_value(order, "engineer", None)
     # The clock the intake transition starts, under the policy row the lookup read (no row: new_clock asks
     # policy_for, which falls back to the defaults).
     policy = None
     if found.policy_target_seconds is not None:
         policy = arithmetic.Policy(found.policy_target_seconds, found.policy_warn_percent)
-    clock = clocks.new_clock(order, INTAKE_CLOCK, now, policy)
-    values = {key: value for key, value in vars(clock).items() if key in _CLOCK_COLUMNS}
-    clock.id = conn.execute(_INSERT_CLOCK, values).scalar_one()
-    set_committed_value(order, "sla_clocks", [_loaded(clock, written)])
+    clock = clocks.new_clock(Order(**rows["order"]), INTAKE_CLOCK, now, policy)
+    rows["clock"] = {key: value for key, value in vars(clock).items() if key in _CLOCK_COLUMNS}
     # The intake event, as workflow.record_event writes it (the order's events are not part of the response).
-    payload = {"external_id": order.external_id, "order_type": order.order_type, "pay_mode": order.pay_mode}
-    event = {
-        "order_id": order.id,
+    rows["event"] = {
+        "order_id": None,
         "action": "intake",
         "from_status": None,
         "to_status": "new",
@@ -226,29 +216,110 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
         "source": actor.source,
         "occurred_at": now,
         "device_time": None,
-        "payload": payload,
+        "payload": {
+            "external_id": data["external_id"],
+            "order_type": data["order_type"],
+            "pay_mode": data["pay_mode"],
+        },
     }
-    conn.execute(_INSERT_EVENT, event)
-    # A customer seen before may have had a repair that did not hold (first-time fix): a lookup only then.
-    known_customer = customer.id if found.customer_id is not None else None
-    rollup.on_intake(
-        order.order_type,
-        address.district_name,
-        order_id=order.id,
-        customer_id=known_customer,
-        now=now,
-        connection=conn,
-    )
+    (rows["delta"],) = rollup.intake_deltas(data["order_type"], address_data["district"], now)
+    ids = _write(conn, rows)
+
+    customer = _customer(rows.get("customer"), ids, customer_data, found, written)
+    address = _loaded(Address(id=ids["address"], **{**rows["address"], "customer_id": customer.id}), written)
+    set_committed_value(address, "customer", customer)
+    order_values = {**rows["order"], "customer_id": customer.id, "address_id": address.id}
+    order = _loaded(Order(id=ids["order"], **order_values), written)
+    set_committed_value(order, "customer", customer)
+    set_committed_value(order, "address", address)
+    set_committed_value(order, "engineer", None)
+    clock.id, clock.order_id = ids["clock"], order.id
+    set_committed_value(order, "sla_clocks", [_loaded(clock, written)])
+    if order.order_type == "repair" and found.customer_id is not None:
+        # A customer seen before may have had a repair that did not hold (first-time fix): a lookup only then.
+        rollup.mark_repeat_repairs(customer.id, order.id, now)
     return order
 
 
+# --- writing the rows ---------------------------------------------------------------------------------
+# The rows one order takes, in the order they are written; each link is a foreign key the write fills in
+# with the id of a row written before it (a known customer's id is in the row already).
+_TABLES: dict[str, sa.Table] = {
+    "customer": _CUSTOMERS,
+    "address": _ADDRESSES,
+    "order": _ORDERS,
+    "clock": _CLOCKS,
+    "event": _EVENTS,
+    "delta": rollup.DELTAS,
+}
+_LINKS = {
+    "address": {"customer_id": "customer"},
+    "order": {"customer_id": "customer", "address_id": "address"},
+    "clock": {"order_id": "order"},
+    "event": {"order_id": "order"},
+}
+_WITH_ID = ("customer", "address", "order", "clock")  # the rows whose ids the response needs
+
+
+def _write(conn: sa.Connection, rows: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Insert ``rows`` (named as :data:`_TABLES`) → the new ids, by row name.
+
+    On PostgreSQL in one statement (data-modifying CTEs, one round trip: every statement costs the web worker
+    and the database about as much CPU as the row itself); elsewhere one INSERT per row."""
+    if conn.dialect.name == "postgresql":
+        statement = _one_statement(frozenset(rows))
+        params = {f"{name}_{key}": value for name, values in rows.items() for key, value in values.items()}
+        return dict(conn.execute(statement, params).one()._mapping)
+    ids: dict[str, int] = {}
+    for name, values in rows.items():
+        table = _TABLES[name]
+        values = {
+            **values,
+            **{column: ids[row] for column, row in _LINKS.get(name, {}).items() if row in ids},
+        }
+        if name in _WITH_ID:
+            ids[name] = conn.execute(table.insert().returning(table.c.id), values).scalar_one()
+        else:
+            conn.execute(table.insert(), values)
+    return ids
+
+
+@functools.cache
+def _one_statement(names: frozenset[str]) -> sa.Select[Any]:
+    """``WITH new_customer AS (INSERT ... RETURNING id), new_address AS (INSERT ... (SELECT id FROM
+    new_customer) ...), ... SELECT`` the new ids: built once per set of rows (with or without a customer)."""
+    written: dict[str, Any] = {}
+    tails = []
+    for name, table in _TABLES.items():
+        if name not in names:
+            continue
+        links = _LINKS.get(name, {})
+        values = {
+            column.key: (
+                sa.select(written[links[column.key]].c.id).scalar_subquery()
+                if links.get(column.key) in written
+                else sa.bindparam(f"{name}_{column.key}", type_=column.type)
+            )
+            for column in table.c
+            if not column.primary_key
+        }
+        insert = table.insert().values(values)
+        if name in _WITH_ID:
+            written[name] = insert.returning(table.c.id).cte(f"new_{name}")
+        else:
+            tails.append(insert.cte(f"new_{name}"))
+    # Each id as a scalar subquery: one row, no FROM list (a cross join of one-row CTEs warns as a cartesian
+    # product).
+    ids = (sa.select(cte.c.id).scalar_subquery().label(name) for name, cte in written.items())
+    return sa.select(*ids).add_cte(*tails)
+
+
 def _customer(
-    conn: sa.Connection, data: dict[str, Any], found: Any, now: datetime, written: list[Any]
+    row: dict[str, Any] | None, ids: dict[str, int], data: dict[str, Any], found: Any, written: list[Any]
 ) -> Customer:
-    """The customer of that phone: the one the lookup found (its stored name stays), else a new row."""
-    if found.customer_id is None:
-        values = {"name": data["name"], "phone": data["phone"], "created_at": now}
-        return _loaded(Customer(id=conn.execute(_INSERT_CUSTOMER, values).scalar_one(), **values), written)
+    """The customer of that phone: the one just written, or the one the lookup found (its name stays)."""
+    if row is not None:
+        return _loaded(Customer(id=ids["customer"], **row), written)
     held = db.session.identity_map.get(identity_key(Customer, found.customer_id))
     if held is not None:
         return held
