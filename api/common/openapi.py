@@ -9,6 +9,7 @@ flask-smorest runs for every operation it documents:
   marked ``security: []``;
 * 404 on every operation with a path parameter (unknown, or not visible to the caller);
 * 400 on every POST/PUT/PATCH/DELETE (a body that does not parse, an over-long ``Idempotency-Key``);
+* 503 with ``Retry-After`` on every operation of /api, /mobile and the webhooks (the database is unreachable);
 * every error response without a body description gets CONTRACT §3's ``Error`` body.
 """
 
@@ -28,14 +29,20 @@ COMMON = {
     403: "Authenticated, but the caller's role or key scope may not do this",
     404: "Unknown, or not visible to the caller",
     400: "Malformed request: a body that does not parse, or an Idempotency-Key that is too long",
+    503: "The database is unreachable; retry after Retry-After seconds",
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }
 
 
 def _common_codes(rule: Any, method: str) -> list[int]:
     """The statuses the pipeline can answer for this route and method, whatever its view does."""
-    if not str(rule.rule).startswith(("/api/", "/mobile/")):  # the webhooks document their own
+    if str(rule.rule).startswith("/webhooks/"):  # they document their own 4xx
+        return [503]
+    if not str(rule.rule).startswith(("/api/", "/mobile/")):
         return []
-    codes: list[int] = []
+    codes: list[int] = [503]
     if rule.endpoint not in PUBLIC_ENDPOINTS:
         codes.append(401)
         if str(rule.rule).startswith("/api/"):
@@ -64,6 +71,8 @@ class CommonResponsesPlugin(BasePlugin):
             for code in _common_codes(rule, method):
                 if str(code) not in listed:
                     responses[str(code)] = {"description": COMMON[code]}
+                    if code == 503:
+                        responses[str(code)]["headers"] = RETRY_AFTER
             for code, response in responses.items():
-                if str(code).startswith("4") and isinstance(response, dict) and "$ref" not in response:
+                if str(code)[0] in "45" and isinstance(response, dict) and "$ref" not in response:
                     response.setdefault("content", ERROR_CONTENT)

@@ -112,10 +112,14 @@ def test_every_openapi_operation_has_a_summary_and_bearer_auth_is_declared(offli
 
 
 def test_openapi_lists_the_statuses_every_operation_can_answer(offline_app: Flask) -> None:
-    """Regression (schemathesis, tests/api/test_fuzz_openapi.py): 401/403/404/400 were answered but only
+    """Regression (schemathesis, tests/api/test_fuzz_openapi.py): 401/403/404/400/503 were answered but only
     covered by the catch-all ``default`` response, and error responses had no body schema."""
     spec = offline_app.test_client().get("/openapi.json").get_json()
     public = {("post", "/api/v1/auth/token"), ("post", "/mobile/v1/auth/token")}
+    webhooks = [
+        op for path, item in spec["paths"].items() if path.startswith("/webhooks/") for op in item.values()
+    ]
+    assert webhooks and all("Retry-After" in op["responses"]["503"]["headers"] for op in webhooks)
     for path, item in spec["paths"].items():
         if not path.startswith(("/api/v1/", "/mobile/v1/")):
             continue
@@ -131,8 +135,9 @@ def test_openapi_lists_the_statuses_every_operation_can_answer(offline_app: Flas
                 assert "403" in codes or path.startswith("/mobile/"), name
             assert "404" in codes or "{" not in path, name
             assert "400" in codes or method == "get", name
+            assert op["responses"]["503"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}, name
             for code, response in op["responses"].items():
-                if code.startswith("4") and "$ref" not in response:
+                if code[0] in "45" and "$ref" not in response:
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, f"{name} {code}"
 
