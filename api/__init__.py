@@ -25,6 +25,7 @@ from api.engineers.routes import blp as engineers_blp
 from api.intake.routes import blp as intake_blp
 from api.notifications.routes import blp as notifications_blp
 from api.orders.routes import blp as orders_blp
+from api.plans.routes import blp as plans_blp
 from api.reports.routes import blp as reports_blp
 from api.sla.routes import blp as sla_blp
 from api.sms_templates.routes import blp as sms_templates_blp
@@ -38,6 +39,7 @@ MODULES = (
     alerts_blp,
     notifications_blp,
     engineers_blp,
+    plans_blp,
     sla_blp,
     webhooks_twilio_blp,
     sms_templates_blp,

@@ -100,6 +100,7 @@ def _check_texts(cfg: dict[str, Any]) -> None:
     """Settings written in a small syntax of their own: parsed once at start, so a typo fails fast."""
     from dispatch.assignment.scoring import Weights
     from dispatch.messaging.policy import parse_quiet_hours
+    from dispatch.planning.day import parse_service_minutes
     from dispatch.reporting.kpi import Targets
 
     try:
@@ -114,6 +115,14 @@ def _check_texts(cfg: dict[str, Any]) -> None:
         Targets.parse(cfg["KPI_COMPLETION_TARGETS"], cfg["KPI_COMPLAINT_TARGETS"])
     except ValueError as exc:
         raise ConfigError(f"KPI targets: {exc}") from None
+    try:
+        parse_service_minutes(cfg["PLAN_SERVICE_MINUTES"])
+    except ValueError as exc:
+        raise ConfigError(f"PLAN_SERVICE_MINUTES: {exc}") from None
+    if not 0 < float(cfg["PLAN_SPEED_KMH"]) <= 200:
+        raise ConfigError("PLAN_SPEED_KMH must be above 0 and at most 200")
+    if not 0 < float(cfg["PLAN_TIME_LIMIT_SECONDS"]) <= 30:
+        raise ConfigError("PLAN_TIME_LIMIT_SECONDS must be above 0 and at most 30")
     from limits import parse_many  # Flask-Limiter's own parser of "6000 per minute"
 
     for name in ("LOGIN_RATE_LIMIT", "INTAKE_RATE_LIMIT"):
@@ -228,6 +237,12 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "URGENCY_HORIZON_SECONDS": _int("URGENCY_HORIZON_SECONDS", 3600),
         "AUTO_DISPATCH_RETRY_SECONDS": _int("AUTO_DISPATCH_RETRY_SECONDS", 60),
         "AUTO_REDISPATCH": os.environ.get("AUTO_REDISPATCH"),
+        # Day planning (ours): travel speed, service minutes per order type, the solver's default time limit.
+        "PLAN_SPEED_KMH": _float("PLAN_SPEED_KMH", 25.0),
+        "PLAN_SERVICE_MINUTES": _env(
+            "PLAN_SERVICE_MINUTES", "broadband_install=60,iptv_install=45,opportunity=30,repair=45,move=90"
+        ),
+        "PLAN_TIME_LIMIT_SECONDS": _float("PLAN_TIME_LIMIT_SECONDS", 5.0),
         # Not in the contract; ours to choose, kept configurable.
         "TOKEN_TTL_SECONDS": _int("TOKEN_TTL_SECONDS", 12 * 3600),
         "MOBILE_TOKEN_TTL_SECONDS": _int("MOBILE_TOKEN_TTL_SECONDS", 7 * 24 * 3600),

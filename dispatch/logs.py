@@ -25,7 +25,7 @@ def redact(text: str) -> str:
 
 
 def log_exception(logger: logging.Logger, message: str, *args: object) -> None:
-    """Log ``message`` at ERROR with the current exception's traceback, redacted (call it in an ``except``)."""
+    """Log ``message`` at ERROR with the current exception's traceback, redacted (call in an ``except``)."""
     exc = sys.exc_info()[1]
     rendered = "".join(traceback.format_exception(exc)) if exc is not None else ""
     logger.error(message + "\n%s", *args, redact(rendered.rstrip()))

@@ -73,3 +73,17 @@ CANCEL_REASONS = ("customer_withdrew", "duplicate", "provider", "other")
 CUSTOMER_CAUSED_CANCEL_REASONS = frozenset({"customer_withdrew"})
 
 BILLING_EVENT_TYPES = ("order.completed", "order.cancelled", "complaint.recorded", "kpi.daily")
+
+
+def parse_pairs(text: str | None, allowed: tuple[str, ...]) -> dict[str, str]:
+    """``name=value,name=value`` (a setting over one of these vocabularies) → raw values by name."""
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, raw = part.partition("=")
+        name = name.strip()
+        if not sep or name not in allowed:
+            raise ValueError(f"expected name=value with a name from {', '.join(allowed)}, got {part!r}")
+        out[name] = raw.strip()
+    return out

@@ -245,6 +245,8 @@ _ENGINEER = frozenset({"engineer"})
 _DESK = frozenset({"dispatcher", "admin"})
 _ASSIGNED = frozenset({"dispatched", "taken", "appointed", "on_site", "pending_acceptance", "in_progress"})
 _OPEN = frozenset(STATUSES) - CLOSED_STATUSES
+# An accepted day plan's ETA stops holding when the order goes to someone else, back, or away.
+_CLEARS_PLANNED_ETA = frozenset({"assign", "reassign", "return", "cancel"})
 
 
 def _t(
@@ -424,6 +426,8 @@ def apply(
     if action in rollup.FACT_ACTIONS:
         with db.session.no_autoflush:  # read before anything changes; no flush (each bumps the version)
             before = rollup.current_facts(order)
+    if action in _CLEARS_PLANNED_ETA:  # the plan's ETA was for the engineer it planned, while it stands
+        order.planned_eta = None
     if transition.effect is not None:  # effects see the status before the transition (suspend records it)
         transition.effect(step)
     if transition.target is not None:

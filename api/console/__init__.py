@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api.console import admin, board, desk, kpi, session
+from api.console import admin, board, desk, kpi, plans, session
 from api.console.session import blp
 
 
 def register(app: Flask) -> None:
     # The blueprint is module-level: a second app in the same process (tests) must not add its routes again.
     if not blp._got_registered_once:
-        for module in (board, desk, kpi, admin):
+        for module in (board, plans, desk, kpi, admin):
             module.register(blp)
     session.configure(app)
     app.register_blueprint(blp)

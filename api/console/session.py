@@ -49,6 +49,7 @@ ROLE_LABELS = {"admin": "管理员", "dispatcher": "调度", "acceptance": "集�
 # (endpoint, label, roles that see it in the navigation)
 NAVIGATION = (
     ("console.board", "工单看板", {"dispatcher", "admin", "manager"}),
+    ("console.plans", "日计划", {"dispatcher", "admin"}),
     ("console.alerts", "告警", {"dispatcher", "admin"}),
     ("console.complaints", "投诉", {"dispatcher", "admin", "manager"}),
     ("console.desk", "受理台", {"acceptance", "dispatcher", "admin"}),

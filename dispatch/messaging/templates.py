@@ -46,6 +46,8 @@ FIELDS: dict[str, str] = {
     "clock": "时限名称",
     "due_time": "到期时间",
     "minutes_left": "剩余分钟",
+    "eta": "预计到达时间（日计划，HH:MM；无计划时为空）",
+    "eta_note": "预计到达说明（如“，预计10:30左右到达”；无计划时为空）",
 }
 
 DEFAULTS: dict[str, str] = {
@@ -54,7 +56,7 @@ DEFAULTS: dict[str, str] = {
     ),
     "appointment_customer": (
         "【中国电信】您好，装维工程师{engineer_name}（工号{engineer_code}，"
-        "电话{engineer_phone}）将于{window}上门服务。确认请回复1，改约请回复2。"
+        "电话{engineer_phone}）将于{window}上门服务{eta_note}。确认请回复1，改约请回复2。"
     ),
     "reschedule_customer": (
         "【中国电信】您的上门时间已改为{window}，工程师{engineer_name}"
@@ -92,6 +94,8 @@ SAMPLE: dict[str, str] = {
     "clock": "首次联系",
     "due_time": "11月25日 10:00",
     "minutes_left": "15",
+    "eta": "10:30",
+    "eta_note": "，预计10:30左右到达",
 }
 
 
@@ -156,6 +160,18 @@ def _moment(value: Any) -> str:
     return f"{when.month}月{when.day}日 {when:%H:%M}"
 
 
+def _eta(order: Order) -> dict[str, str]:
+    """The accepted day plan's ETA, while it still fits: inside the appointment window, if there is one."""
+    eta = order.planned_eta
+    if eta is None:
+        return {}
+    start, end = order.appointment_start, order.appointment_end
+    if start is not None and end is not None and not start <= eta <= end:
+        return {}  # rescheduled since the plan: the planned time no longer holds
+    when = to_local(eta).strftime("%H:%M")
+    return {"eta": when, "eta_note": f"，预计{when}左右到达"}
+
+
 def context_for(message: OutboxMessage, now: datetime) -> dict[str, str]:
     """The fields of ``message``'s template from its order (as it is now) and its payload (as it was)."""
     payload = message.payload or {}
@@ -177,6 +193,8 @@ def context_for(message: OutboxMessage, now: datetime) -> dict[str, str]:
             .limit(1)
         )
         context["take_deadline"] = _moment(take)
+    if order is not None:
+        context.update(_eta(order))
     engineer_id = payload.get("engineer_id") or (order.engineer_id if order is not None else None)
     engineer = db.session.get(Engineer, engineer_id) if engineer_id else None
     if engineer is not None:

@@ -16,6 +16,7 @@ from dispatch.models.idempotency import IdempotencyRecord
 from dispatch.models.messages import InboundMessage, SatisfactionResponse, SmsOptOut, SmsTemplate
 from dispatch.models.orders import Address, AssignmentExclusion, Attachment, Customer, Order, OrderEvent
 from dispatch.models.outbox import OutboxMessage
+from dispatch.models.planning import DayPlan, PlanVisit
 from dispatch.models.reporting import KpiDaily, KpiDayClose, KpiDelta, KpiOrderFacts
 from dispatch.models.sla import Alert, SlaClock, SlaPolicy
 from dispatch.models.users import ApiKey, AuthToken, User
@@ -32,6 +33,7 @@ __all__ = [
     "BillingPushState",
     "Complaint",
     "Customer",
+    "DayPlan",
     "District",
     "GeocodeCacheEntry",
     "Engineer",
@@ -47,6 +49,7 @@ __all__ = [
     "Order",
     "OrderEvent",
     "OutboxMessage",
+    "PlanVisit",
     "SatisfactionResponse",
     "SlaClock",
     "SlaPolicy",

@@ -108,6 +108,9 @@ class Order(Base):
     cancel_reason_code: Mapped[str | None] = mapped_column(sa.String(32))
     # Auto-dispatch found nobody: not before this time again (dispatch.services.dispatching.sweep).
     auto_dispatch_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The service start an accepted day plan gave the order (the customer's SMS may show it); cleared when
+    # the order is assigned elsewhere, returned or cancelled (dispatch.workflow.apply).
+    planned_eta: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Terminal resources (末梢资源) reported from the site.
     box_id: Mapped[str | None] = mapped_column(sa.String(64))
     port: Mapped[str | None] = mapped_column(sa.String(32))

@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
-from dispatch.vocabulary import COMPLAINT_CATEGORIES, COMPLAINT_CAUSES, ESCALATED_TARGET_CAUSES, ORDER_TYPES
+from dispatch.vocabulary import (
+    COMPLAINT_CATEGORIES,
+    COMPLAINT_CAUSES,
+    ESCALATED_TARGET_CAUSES,
+    ORDER_TYPES,
+    parse_pairs,
+)
 
 # Targets from the deck (DOMAIN.md); overridable with KPI_COMPLETION_TARGETS / KPI_COMPLAINT_TARGETS.
 COMPLETION_TARGETS: dict[str, float] = {"broadband_install": 0.98, "opportunity": 0.80, "iptv_install": 1.0}
@@ -175,13 +181,7 @@ class Targets:
 
 def _pairs(text: str | None, allowed: tuple[str, ...]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, sep, raw = part.partition("=")
-        name = name.strip()
-        if not sep or name not in allowed:
-            raise ValueError(f"expected name=value with a name from {', '.join(allowed)}, got {part!r}")
+    for name, raw in parse_pairs(text, allowed).items():
         try:
             out[name] = float(raw)
         except ValueError:

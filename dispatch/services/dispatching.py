@@ -366,6 +366,8 @@ def assign_order(
     actor: Actor,
     exclude_current: str | None = None,
     expect_status: str | None = None,
+    plan_id: int | None = None,
+    planned_eta: datetime | None = None,
 ) -> tuple[Order, list[dict[str, str]]]:
     """Assign or reassign an order, by a dispatcher's choice or automatically, and record why.
 
@@ -374,6 +376,8 @@ def assign_order(
     409 when nobody qualifies. ``exclude_current`` (a re-dispatch after a take breach) first bars the order's
     current engineer from it. ``expect_status`` (the scheduler's sweeps) re-checks, under the order's lock,
     that the order is still where the sweep found it: a concurrent sweep may have dispatched it already.
+    ``plan_id`` / ``planned_eta``: an accepted day plan's assignment (dispatch.services.planning), recorded
+    in the event and on the order in the same transaction.
     """
     if auto == (engineer_id is not None):
         raise ValidationError(errors={"engineer_id": ["Give either engineer_id or auto: true."]})
@@ -417,9 +421,12 @@ def assign_order(
                 "weights": cfg.weights.as_dict(),
                 "candidates": [c.summary() for c in ranking],
                 **({"redispatch": exclude_current} if exclude_current else {}),
+                **({"plan_id": plan_id} if plan_id is not None else {}),
             },
         )
         order.auto_dispatch_after = None
+        if planned_eta is not None:
+            order.planned_eta = planned_eta
     return order, warnings
 
 

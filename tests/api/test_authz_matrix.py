@@ -18,6 +18,7 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import pytest
@@ -162,6 +163,27 @@ def _complaint_id(world: World) -> int:
     return complaint.id
 
 
+def _district_id() -> int:
+    from dispatch.models import District
+
+    district_id = db.session.scalar(sa.select(District.id).where(District.name == "五华区"))
+    assert district_id is not None
+    return district_id
+
+
+def _plan_body(world: World) -> dict[str, Any]:
+    return {"day": "2026-11-26", "district_ids": [_district_id()], "time_limit_seconds": 0.2}
+
+
+def _plan_id(world: World) -> int:
+    """A proposed day plan for the world's district (accepting it again is a 409: still allowed here)."""
+    from dispatch.services.planning import propose_plan
+
+    desk = Actor(kind="user", id=world.console_user.id, name="matrix", role="dispatcher")
+    plan = propose_plan(date(2026, 11, 26), [_district_id()], actor=desk, time_limit_seconds=0.2)
+    return plan.id
+
+
 # (METHOD, path with {parameters}) → who may call it. Keep in CONTRACT §5 order.
 MATRIX: dict[tuple[str, str], Case] = {
     # Authentication
@@ -213,6 +235,18 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/engineers"): Case(console("admin"), body=_engineer_body),
     ("GET", "/api/v1/engineers/{engineer_id}"): Case(console("admin", "dispatcher", "manager")),
     ("PATCH", "/api/v1/engineers/{engineer_id}"): Case(console("admin"), body=lambda w: {"name": "改名"}),
+    # Day plans (dispatchers and admins plan, accept and discard; managers may read)
+    ("GET", "/api/v1/plans"): Case(console(*DESK, "manager"), query="day=2026-11-26"),
+    ("POST", "/api/v1/plans"): Case(console(*DESK), body=_plan_body),
+    ("GET", "/api/v1/plans/{plan_id}"): Case(
+        console(*DESK, "manager"), extra_path_values={"plan_id": _plan_id}
+    ),
+    ("POST", "/api/v1/plans/{plan_id}/accept"): Case(
+        console(*DESK), extra_path_values={"plan_id": _plan_id}, notes="the second acceptance is a 409"
+    ),
+    ("POST", "/api/v1/plans/{plan_id}/discard"): Case(
+        console(*DESK), extra_path_values={"plan_id": _plan_id}, notes="the second decision is a 409"
+    ),
     # SLA policies (admin; dispatchers and managers may read)
     ("GET", "/api/v1/sla-policies"): Case(console("admin", "dispatcher", "manager")),
     ("PUT", "/api/v1/sla-policies/{order_type}/{clock}"): Case(

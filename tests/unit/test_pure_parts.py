@@ -105,3 +105,28 @@ def test_intake_fingerprint_ignores_key_order_and_time_zone_notation():
     }
     assert fingerprint(a) == fingerprint(b)
     assert fingerprint(a) != fingerprint({**a, "external_id": "y"})
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("PLAN_SERVICE_MINUTES", "repair=soon", "repair: minutes must be an integer"),
+        ("PLAN_SERVICE_MINUTES", "repair=0", "between 1 and 480"),
+        ("PLAN_SERVICE_MINUTES", "teleport=30", "expected name=value"),
+        ("KPI_COMPLETION_TARGETS", "repair=high", "repair: not a number"),
+        ("KPI_COMPLAINT_TARGETS", "appointment", "expected name=value"),
+    ],
+)
+def test_a_bad_name_value_setting_is_a_config_error_naming_the_setting(monkeypatch, name, raw, message):
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigError, match="KPI targets" if name.startswith("KPI") else name) as raised:
+        load_config()
+    assert message in str(raised.value)
+
+
+def test_service_minutes_override_only_the_types_named() -> None:
+    from dispatch.planning.day import DEFAULT_SERVICE_MINUTES, parse_service_minutes
+
+    minutes = parse_service_minutes(" repair = 45 , move=90,")
+    assert minutes["repair"] == 45 and minutes["move"] == 90
+    assert minutes["broadband_install"] == DEFAULT_SERVICE_MINUTES

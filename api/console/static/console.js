@@ -45,6 +45,13 @@ document.addEventListener("submit", (event) => {
   if (message && !window.confirm(message)) event.preventDefault();
 });
 
+// A long-running form (the day planner): say so on its button, and do not let it be sent twice.
+document.addEventListener("submit", (event) => {
+  if (event.defaultPrevented) return;
+  const busy = event.target.querySelector("button[data-busy]");
+  if (busy) { busy.textContent = busy.dataset.busy; busy.disabled = true; }
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   tickCountdowns();
   setInterval(tickCountdowns, 1000);

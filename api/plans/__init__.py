@@ -1,0 +1,1 @@
+"""Day plans: the planner's proposals for a day and some districts, accepted or discarded by dispatchers."""
