@@ -10,10 +10,8 @@ distance, which makes the objective hierarchical (vehicles first, then distance)
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
@@ -127,7 +125,8 @@ def search_parameters(
     return params
 
 
-def _read(problem: Problem, built: _Built, assignment: object) -> tuple[list[list[Key]], list[Key]]:
+def _read(problem: Problem, built: _Built, assignment: object) -> list[list[Key]]:
+    """The visit sequence of every vehicle."""
     routing, manager = built.routing, built.manager
     sequences: list[list[Key]] = []
     for k in range(len(problem.vehicles)):
@@ -138,113 +137,7 @@ def _read(problem: Problem, built: _Built, assignment: object) -> tuple[list[lis
             seq.append(problem.visits[manager.IndexToNode(index)].id)
             index = assignment.Value(routing.NextVar(index))  # type: ignore[attr-defined]
         sequences.append(seq)
-    served = {vid for seq in sequences for vid in seq}
-    dropped = [v.id for v in problem.visits if v.id not in served]
-    return sequences, dropped
-
-
-def _search(
-    problem: Problem,
-    vehicle_fixed_cost: int,
-    seconds: float,
-    first_solution: str | None,
-    metaheuristic: str | None,
-    initial_routes: Sequence[Sequence[Key]] | None = None,
-) -> list[list[Key]]:
-    """One OR-Tools search within ``seconds`` (model building included); each vehicle's visit sequence."""
-    started = time.perf_counter()
-    built = _build(problem, vehicle_fixed_cost)
-    # The limit is the caller's wall clock: building the model and reading the plan back count too.
-    left = seconds - (time.perf_counter() - started) - READ_BACK_SECONDS
-    params = search_parameters(max(left, 0.01), first_solution=first_solution, metaheuristic=metaheuristic)
-    routing = built.routing
-    if initial_routes is not None:
-        node = {v.id: i for i, v in enumerate(problem.visits)}
-        routes = [[built.manager.NodeToIndex(node[vid]) for vid in seq] for seq in initial_routes]
-        start = routing.ReadAssignmentFromRoutes(routes, True)
-        if start is None:
-            raise ValueError("initial routes are not feasible in the model")
-        assignment = routing.SolveFromAssignmentWithParameters(start, params)
-    else:
-        assignment = routing.SolveWithParameters(params)
-    if assignment is None:
-        raise NoPlanFound()
-    return _read(problem, built, assignment)[0]
-
-
-def _cost(problem: Problem, sequences: Sequence[Sequence[Key]], vehicle_fixed_cost: int) -> float:
-    """The objective of a plan in the original model; infinite when a mandatory visit is left out."""
-    solution = solution_from_sequences(problem, sequences)
-    penalties = 0.0
-    for vid in solution.dropped:
-        penalty = problem.visit(vid).drop_penalty
-        if penalty is None:
-            return math.inf
-        penalties += penalty
-    return solution.distance + vehicle_fixed_cost * solution.vehicles_used + penalties
-
-
-def _without_vehicle(problem: Problem, keep: set[Key], penalty: int) -> Problem:
-    """The problem restricted to vehicles ``keep``, every visit optional (mandatory ones cost ``penalty``)."""
-    visits = tuple(
-        replace(
-            v,
-            allowed_vehicles=frozenset(keep if v.allowed_vehicles is None else keep & v.allowed_vehicles),
-            drop_penalty=penalty if v.drop_penalty is None else v.drop_penalty,
-        )
-        for v in problem.visits
-    )
-    return replace(problem, visits=visits)
-
-
-def _reduce_vehicles(
-    problem: Problem,
-    sequences: list[list[Key]],
-    vehicle_fixed_cost: int,
-    seconds: float,
-    attempt_seconds: float,
-    first_solution: str | None,
-    metaheuristic: str | None,
-) -> list[list[Key]]:
-    """Route elimination: empty the smallest route and let the search re-insert its visits elsewhere.
-
-    Guided local search alone seldom empties a route (every single move towards it costs distance), so each
-    attempt forbids one used vehicle and every unused one, makes every visit optional at a price above any
-    distance, and keeps the result only if it beats the current plan in the original objective.
-    """
-    deadline = time.perf_counter() + seconds
-    best = _cost(problem, sequences, vehicle_fixed_cost)
-    tried: set[Key] = set()
-    while (left := deadline - time.perf_counter()) > 0.1:
-        used = [k for k, seq in enumerate(sequences) if seq]
-        pinned = {v.pinned_vehicle for v in problem.visits}
-        candidates = sorted(
-            (k for k in used if problem.vehicles[k].id not in pinned and problem.vehicles[k].id not in tried),
-            key=lambda k: len(sequences[k]),
-        )
-        if len(used) <= 1 or not candidates:
-            break
-        out = candidates[0]
-        keep = {problem.vehicles[k].id for k in used if k != out}
-        relaxed = _without_vehicle(problem, keep, vehicle_fixed_cost)
-        start = [[] if k == out else list(seq) for k, seq in enumerate(sequences)]
-        try:
-            trial = _search(
-                relaxed, vehicle_fixed_cost, min(left, attempt_seconds), first_solution, metaheuristic, start
-            )
-        except NoPlanFound:
-            break
-        cost = _cost(problem, trial, vehicle_fixed_cost)
-        if cost < best:
-            sequences, best, tried = trial, cost, set()
-        else:
-            # This route would not dissolve; another (larger, but maybe better placed) one may.
-            tried.add(problem.vehicles[out].id)
     return sequences
-
-
-# Shares of the time limit: a first search, route elimination, then polishing distance with the rest.
-FIRST_SHARE, REDUCE_SHARE, ATTEMPT_SHARE = 0.3, 0.5, 0.15
 
 
 def solve(
@@ -254,36 +147,25 @@ def solve(
     vehicle_fixed_cost: int | None = None,
     first_solution: str | None = FIRST_SOLUTION,
     metaheuristic: str | None = METAHEURISTIC,
-    initial_routes: Sequence[Sequence[Key]] | None = None,
-    reduce_vehicles: bool = False,
 ) -> Solution:
     """Plan the day: routes (one per vehicle, maybe empty), dropped optional visits and the total distance.
 
     ``vehicle_fixed_cost`` None is hierarchical (vehicles first, then distance); 0 prices distance only.
     ``first_solution`` / ``metaheuristic`` name OR-Tools enum members; None keeps OR-Tools' default.
-    ``reduce_vehicles`` (hierarchical objective with a metaheuristic only) spends part of the time limit on
-    route elimination; off by default, as on Solomon's instances it saved no vehicle within 30 s and cost
-    distance (bench/solomon.py). Raises :class:`NoPlanFound` when no plan serves every mandatory visit.
+    The time limit covers building the model too. Raises :class:`NoPlanFound` when no plan serves every
+    mandatory visit. (Route elimination, emptying the smallest route and re-inserting its visits, was tried
+    on Solomon's instances and saved no vehicle within 30 s: guided local search alone is used.)
     """
     started = time.perf_counter()
-    hierarchical = vehicle_fixed_cost is None
     fixed = hierarchical_vehicle_cost(problem) if vehicle_fixed_cost is None else vehicle_fixed_cost
-    args = (first_solution, metaheuristic)
-    if not (hierarchical and reduce_vehicles and metaheuristic is not None):
-        sequences = _search(problem, fixed, time_limit_seconds, *args, initial_routes)
-    else:
-        sequences = _search(problem, fixed, FIRST_SHARE * time_limit_seconds, *args, initial_routes)
-        sequences = _reduce_vehicles(
-            problem,
-            sequences,
-            fixed,
-            REDUCE_SHARE * time_limit_seconds,
-            ATTEMPT_SHARE * time_limit_seconds,
-            *args,
-        )
-        left = time_limit_seconds - (time.perf_counter() - started)
-        if left > 0.05:
-            sequences = _search(problem, fixed, left, *args, sequences)
-    solution = solution_from_sequences(problem, sequences, int(_cost(problem, sequences, fixed)))
+    built = _build(problem, fixed)
+    left = time_limit_seconds - (time.perf_counter() - started)
+    params = search_parameters(max(left, 0.001), first_solution=first_solution, metaheuristic=metaheuristic)
+    assignment = built.routing.SolveWithParameters(params)
+    if assignment is None:
+        raise NoPlanFound()
+    sequences = _read(problem, built, assignment)
+    objective = int(assignment.ObjectiveValue())
+    solution = solution_from_sequences(problem, sequences, objective)
     solution.stats["seconds"] = time.perf_counter() - started
     return solution

@@ -120,12 +120,3 @@ def test_vehicles_are_minimised_before_distance() -> None:
     assert solution.vehicles_used == 1
     distance_only = solve(line_problem([0, -10, 10], visits, vehicles), LIMIT, vehicle_fixed_cost=0)
     assert distance_only.distance == solution.distance == 40
-
-
-def test_route_elimination_keeps_the_plan_feasible_and_the_vehicles_minimal() -> None:
-    vehicles = [Vehicle(k, 0, 0, (0, 1000)) for k in ("a", "b", "c")]
-    visits = [Visit(f"v{i}", i, (0, 1000), service=5) for i in range(1, 5)]
-    problem = line_problem([0, -20, -10, 10, 20], visits, vehicles)
-    solution = solve(problem, 0.6, reduce_vehicles=True)
-    assert check(problem, solution) == []
-    assert solution.vehicles_used == 1 and solution.distance == 80
