@@ -18,7 +18,7 @@ from dispatch.planning.solomon import Instance
 def check(problem: Problem, solution: Solution) -> list[str]:
     """Every violation of the problem's rules in the solution (empty when feasible)."""
     out: list[str] = []
-    visits = {v.id: v for v in problem.visits}
+    visits = problem.visits_by_id
     vehicles = {v.id: v for v in problem.vehicles}
     served = Counter(s.visit_id for r in solution.routes for s in r.stops)
     for vid, times in served.items():

@@ -10,25 +10,21 @@ from __future__ import annotations
 from dispatch.planning.model import Key, Problem, Solution, Vehicle, Visit, schedule, solution_from_sequences
 
 
-def _feasible(problem: Problem, vehicle: Vehicle, seq: list[Key], visits: dict[Key, Visit]) -> bool:
+def _distance_if_feasible(
+    problem: Problem, vehicle: Vehicle, seq: list[Key], visits: dict[Key, Visit]
+) -> int | None:
+    """The route's distance when ``seq`` fits the vehicle's shift, capacity and every window, else None."""
     route = schedule(problem, vehicle, seq)
-    if route.finish > vehicle.shift[1]:
-        return False
-    if sum(visits[v].demand for v in seq) > vehicle.capacity:
-        return False
-    return all(s.start <= visits[s.visit_id].window[1] for s in route.stops)
-
-
-def _cost(problem: Problem, vehicle: Vehicle, seq: list[Key], visits: dict[Key, Visit]) -> int:
-    locs = [vehicle.start, *(visits[v].location for v in seq)]
-    if vehicle.end is not None:
-        locs.append(vehicle.end)
-    return sum(problem.distance[a][b] for a, b in zip(locs, locs[1:], strict=False))
+    if route.finish > vehicle.shift[1] or sum(visits[v].demand for v in seq) > vehicle.capacity:
+        return None
+    if any(s.start > visits[s.visit_id].window[1] for s in route.stops):
+        return None
+    return route.distance
 
 
 def plan(problem: Problem) -> Solution:
     """A feasible plan by cheapest insertion; visits that fit nowhere are dropped (mandatory ones too)."""
-    visits = {v.id: v for v in problem.visits}
+    visits = problem.visits_by_id
     sequences: list[list[Key]] = [[] for _ in problem.vehicles]
     opened: list[bool] = [False] * len(problem.vehicles)
     # Pinned and skill-restricted visits first, then the tightest windows: they have the fewest places to go.
@@ -49,12 +45,13 @@ def plan(problem: Problem) -> Solution:
                 if opened[k] == pass_new or not visit.may_use(vehicle.id):
                     continue
                 seq = sequences[k]
-                base = _cost(problem, vehicle, seq, visits)
+                base = schedule(problem, vehicle, seq).distance
                 for pos in range(len(seq) + 1):
                     trial = [*seq[:pos], visit.id, *seq[pos:]]
-                    if not _feasible(problem, vehicle, trial, visits):
+                    distance = _distance_if_feasible(problem, vehicle, trial, visits)
+                    if distance is None:
                         continue
-                    delta = _cost(problem, vehicle, trial, visits) - base
+                    delta = distance - base
                     if best is None or delta < best[0]:
                         best = (delta, k, pos)
                 if pass_new and best is not None:

@@ -8,6 +8,7 @@ at any time in ``[open, close]``; arriving early means waiting. Locations are in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -95,13 +96,15 @@ class Problem:
 
     def visit(self, visit_id: Key) -> Visit:
         """The visit with this id."""
-        return self._visits_by_id()[visit_id]
+        return self.visits_by_id[visit_id]
 
     def vehicle(self, vehicle_id: Key) -> Vehicle:
         """The vehicle with this id."""
         return next(v for v in self.vehicles if v.id == vehicle_id)
 
-    def _visits_by_id(self) -> dict[Key, Visit]:
+    @functools.cached_property
+    def visits_by_id(self) -> dict[Key, Visit]:
+        """The visits by id (built once: schedules and checks look visits up per stop)."""
         return {v.id: v for v in self.visits}
 
 
@@ -148,7 +151,7 @@ class Solution:
 
 def schedule(problem: Problem, vehicle: Vehicle, visit_ids: Sequence[Key]) -> Route:
     """The earliest schedule of a visit sequence: leave when the shift opens, wait for closed windows."""
-    visits = problem._visits_by_id()
+    visits = problem.visits_by_id
     t = vehicle.shift[0]
     loc = vehicle.start
     dist = 0
