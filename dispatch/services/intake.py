@@ -267,9 +267,19 @@ def _write(conn: sa.Connection, rows: dict[str, dict[str, Any]]) -> dict[str, in
     On PostgreSQL in one statement (data-modifying CTEs, one round trip: every statement costs the web worker
     and the database about as much CPU as the row itself); elsewhere one INSERT per row."""
     if conn.dialect.name == "postgresql":
-        statement = _one_statement(frozenset(rows))
-        params = {f"{name}_{key}": value for name, values in rows.items() for key, value in values.items()}
-        return dict(conn.execute(statement, params).one()._mapping)
+        # A column left None that has no default is NULL whether it is written or not: it stays out of the
+        # statement, which keeps the statement short enough (and its parameters few enough) for psycopg to
+        # cache its parsed form (psycopg._queries: 4096 bytes, 50 parameters); parsing it anew costs more
+        # than the rest of the write.
+        kept = {
+            name: {
+                key: value for key, value in values.items() if value is not None or key in _DEFAULTED[name]
+            }
+            for name, values in rows.items()
+        }
+        shape = tuple((name, frozenset(values)) for name, values in kept.items())
+        params = {f"{name}_{key}": value for name, values in kept.items() for key, value in values.items()}
+        return dict(conn.execute(_one_statement(shape), params).one()._mapping)
     ids: dict[str, int] = {}
     for name, values in rows.items():
         table = _TABLES[name]
@@ -284,14 +294,23 @@ def _write(conn: sa.Connection, rows: dict[str, dict[str, Any]]) -> dict[str, in
     return ids
 
 
+# Per row, the columns with a default: written even when None (leaving them out would apply the default).
+_DEFAULTED = {
+    name: frozenset(c.key for c in table.c if c.default is not None or c.server_default is not None)
+    for name, table in _TABLES.items()
+}
+
+
 @functools.cache
-def _one_statement(names: frozenset[str]) -> sa.Select[Any]:
+def _one_statement(shape: tuple[tuple[str, frozenset[str]], ...]) -> sa.Select[Any]:
     """``WITH new_customer AS (INSERT ... RETURNING id), new_address AS (INSERT ... (SELECT id FROM
-    new_customer) ...), ... SELECT`` the new ids: built once per set of rows (with or without a customer)."""
+    new_customer) ...), ... SELECT`` the new ids, for rows named as :data:`_TABLES` with the given columns
+    bound: built once per shape (with or without a new customer, a requested window, notes ...)."""
     written: dict[str, Any] = {}
     tails = []
+    bound = dict(shape)
     for name, table in _TABLES.items():
-        if name not in names:
+        if name not in bound:
             continue
         links = _LINKS.get(name, {})
         values = {
@@ -301,7 +320,7 @@ def _one_statement(names: frozenset[str]) -> sa.Select[Any]:
                 else sa.bindparam(f"{name}_{column.key}", type_=column.type)
             )
             for column in table.c
-            if not column.primary_key
+            if links.get(column.key) in written or column.key in bound[name]
         }
         insert = table.insert().values(values)
         if name in _WITH_ID:

@@ -210,3 +210,35 @@ def test_a_lost_replay_race_returns_the_first_order_and_forgets_its_own_rows(
     assert again.id == first.id
     assert_no_phantoms()  # the address written before the order's INSERT failed was rolled back and forgotten
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Address)) == addresses
+
+
+def test_the_write_statement_stays_within_psycopg_s_parse_cache(
+    app: Flask, api_key: Callable[[str], str]
+) -> None:
+    """psycopg parses a statement's placeholders anew on every execution when the statement is longer than
+    4096 bytes or has more than 50 parameters (psycopg._queries); that parse cost the intake more CPU than the
+    rest of its write. The largest shape: a new customer, a requested window, notes, a given position."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        pytest.skip("the one-statement write is PostgreSQL's")
+    from psycopg import _queries
+
+    key = api_key("intake")
+    sent: list[tuple[str, Any]] = []
+
+    def trace(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("WITH"):
+            sent.append((statement, parameters))
+
+    engine = db.session.get_bind()
+    sa.event.listen(engine, "before_cursor_execute", trace)
+    try:
+        body = intake_payload(notes="客户要求上午上门", priority="urgent")
+        response = app.test_client().post("/api/v1/intake/orders", json=body, headers=bearer(key))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", trace)
+
+    assert response.status_code == 201, response.get_json()
+    ((statement, parameters),) = sent
+    assert "INSERT INTO customers" in statement
+    assert len(statement.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH, len(statement.encode())
+    assert len(parameters) <= _queries.MAX_CACHED_STATEMENT_PARAMS, len(parameters)
