@@ -202,7 +202,8 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
     policy = None
     if found.policy_target_seconds is not None:
         policy = arithmetic.Policy(found.policy_target_seconds, found.policy_warn_percent)
-    clock = clocks.new_clock(Order(**rows["order"]), INTAKE_CLOCK, now, policy)
+    order = Order(**rows["order"])  # its ids are set once written
+    clock = clocks.new_clock(order, INTAKE_CLOCK, now, policy)
     rows["clock"] = {key: value for key, value in vars(clock).items() if key in _CLOCK_COLUMNS}
     # The intake event, as workflow.record_event writes it (the order's events are not part of the response).
     rows["event"] = {
@@ -228,8 +229,8 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
     customer = _customer(rows.get("customer"), ids, customer_data, found, written)
     address = _loaded(Address(id=ids["address"], **{**rows["address"], "customer_id": customer.id}), written)
     set_committed_value(address, "customer", customer)
-    order_values = {**rows["order"], "customer_id": customer.id, "address_id": address.id}
-    order = _loaded(Order(id=ids["order"], **order_values), written)
+    order.id, order.customer_id, order.address_id = ids["order"], customer.id, address.id
+    _loaded(order, written)
     set_committed_value(order, "customer", customer)
     set_committed_value(order, "address", address)
     set_committed_value(order, "engineer", None)
