@@ -54,7 +54,7 @@ from dispatch.models import (
     PlanVisit,
     engineer_districts,
 )
-from dispatch.planning import Problem, Route, Solution, Vehicle, Visit, feasibility, solver
+from dispatch.planning import Problem, Route, Solution, Vehicle, Visit, feasibility
 from dispatch.planning.day import parse_service_minutes, travel_matrices
 from dispatch.planning.model import schedule
 from dispatch.services import dispatching
@@ -361,6 +361,10 @@ def _solve(problem: Problem, time_limit_seconds: float) -> Solution:
     if not problem.visits or not problem.vehicles:
         routes = tuple(schedule(problem, v, []) for v in problem.vehicles)
         return Solution(routes, tuple(v.id for v in problem.visits), 0, 0)
+    # OR-Tools is imported here, by the process that plans: importing it with the app would add about 20 MB
+    # to every web worker (QUALITY.md's memory bar), most of which never plan a day.
+    from dispatch.planning import solver
+
     return solver.solve(problem, time_limit_seconds, vehicle_fixed_cost=0)
 
 
