@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dispatch.planning.model import Problem, Solution
-from dispatch.planning.solomon import Instance
+
+if TYPE_CHECKING:  # the Solomon module is the CLI, and it imports the solver (OR-Tools)
+    from dispatch.planning.solomon import Instance
 
 
 def check(problem: Problem, solution: Solution) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatch.planning.model import Problem, Solution, Vehicle, Visit
+from dispatch.planning.solver import solve
 
 SCALE = 1000
 DEFAULT_TIME_LIMIT = 30.0
@@ -152,8 +153,6 @@ def route_distance(instance: Instance, routes: Sequence[Sequence[int]]) -> float
 
 def plan(instance: Instance, time_limit_seconds: float = DEFAULT_TIME_LIMIT) -> dict[str, object]:
     """Plan an instance with the day planner; the CLI's JSON document."""
-    from dispatch.planning.solver import solve  # OR-Tools only where a plan is made (web workers import this)
-
     solution = solve(to_problem(instance), time_limit_seconds)
     routes = routes_of(solution)
     return {"vehicles": len(routes), "distance": round(route_distance(instance, routes), 2), "routes": routes}
