@@ -13,15 +13,15 @@ from api.alerts.routes import blp as alerts_blp
 from api.attachments.routes import blp as attachments_blp
 from api.auth.routes import blp as auth_blp
 from api.billing.routes import blp as billing_blp
-from api.common import idempotency
+from api.common import idempotency, limits
 from api.common.auth import authenticate_request
 from api.common.errors import register_error_handlers
-from api.common.limits import limiter
 from api.common.openapi import CommonResponsesPlugin
 from api.common.schemas import ErrorSchema
 from api.complaints.routes import blp as complaints_blp
 from api.console import register as register_console
 from api.engineers.routes import blp as engineers_blp
+from api.intake.routes import begin_order_intake
 from api.intake.routes import blp as intake_blp
 from api.notifications.routes import blp as notifications_blp
 from api.orders.routes import blp as orders_blp
@@ -71,8 +71,9 @@ def register(app: Flask) -> Api:
     )
     for blueprint in (*MODULES, *MOBILE_MODULES):
         api.register_blueprint(blueprint)
-    limiter.init_app(app)
+    limits.install(app)
     ops.register(app)  # request id and the 415 check come first
+    app.before_request(begin_order_intake)
     app.before_request(authenticate_request)  # then 401, before idempotency and argument parsing
     idempotency.register(app)
     register_error_handlers(app)  # after Api(): ours replace flask-smorest's HTTPException handler

@@ -11,7 +11,12 @@ Every hotline order passes here, so the path is kept short (shared/QUALITY.md "S
   :func:`dispatch.workflow.record_intake` would write them (tests/services/test_intake_fast_path.py holds the
   two to the same rows);
 * the rows written become loaded ORM objects in the session, and the commit does not expire them: the
-  response is built from them, with nothing read back after the commit.
+  response is built from them, with nothing read back after the commit;
+* on PostgreSQL the HTTP edge starts the request outside a transaction (:func:`begin_without_transaction`):
+  the API key's read and the lookup are statements of their own, and the one-statement write commits itself,
+  so no ``BEGIN`` and ``COMMIT`` round trips are paid. An order that writes more than that one statement (a
+  repair of a known customer, which may mark earlier repairs as repeated) leaves that mode first and is
+  written in a transaction, as every order is elsewhere.
 """
 
 from __future__ import annotations
@@ -100,6 +105,26 @@ def fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def begin_without_transaction() -> None:
+    """Let this request's session read without a transaction until the order is written (PostgreSQL only;
+    called before the request's first statement). Each statement is then its own transaction: under READ
+    COMMITTED every statement has its own snapshot in a transaction too, so the reads see what they would
+    have seen, and the write is one atomic statement (see :func:`intake_order`)."""
+    session = db.session()
+    bind = session.get_bind()
+    # A session joined to a connection's own transaction (a test's, a CLI batch's) stays in it.
+    if session.in_transaction() or isinstance(bind, sa.Connection) or bind.dialect.name != "postgresql":
+        return
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+def _autocommitting() -> bool:
+    session = db.session()
+    if not session.in_transaction():
+        return False
+    return session.connection().get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
 def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
     """Create the order described by ``data`` (validated by the intake schema) → ``(order, created)``.
 
@@ -128,6 +153,10 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
         if found.district_id is None and (address.get("lat") is None or address.get("lng") is None):
             message = f"Unknown district {address['district']!r}; give lat and lng."
             raise ValidationError(errors={"address": {"district": [message]}})
+        if _autocommitting() and _may_mark_repeats(data["order_type"], found):
+            # More than the one statement to write (rollup.mark_repeat_repairs): end the reads, so the next
+            # statement begins a transaction and the order and its marks commit together.
+            db.session.commit()
         written: list[Any] = []
         try:
             order = _create(data, digest, found, actor, written)
@@ -143,6 +172,11 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
             dispatching.try_auto_dispatch(order.id, expect_status="new")
         return order, True
     raise AssertionError("unreachable")
+
+
+def _may_mark_repeats(order_type: str, found: Any) -> bool:
+    """A customer seen before may have had a repair that did not hold (first-time fix): a lookup only then."""
+    return order_type == "repair" and found.customer_id is not None
 
 
 def _lookup(data: dict[str, Any]) -> Any:
@@ -238,8 +272,7 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
     set_committed_value(order, "engineer", None)
     clock.id, clock.order_id = ids["clock"], order.id
     set_committed_value(order, "sla_clocks", [_loaded(clock, written)])
-    if order.order_type == "repair" and found.customer_id is not None:
-        # A customer seen before may have had a repair that did not hold (first-time fix): a lookup only then.
+    if _may_mark_repeats(order.order_type, found):
         rollup.mark_repeat_repairs(customer.id, order.id, now)
     return order
 

@@ -208,3 +208,10 @@ def test_unreachable_rate_limit_storage_falls_back_to_memory_instead_of_failing(
     assert result["intake"] == [201, 201, 201, 429]
     assert result["login"] == [401, 401, 401, 429]
     assert result["retry_after"] and result["retry_after"].isdigit()
+
+
+def test_limits_are_checked_by_the_views_decorators_only(app: Flask) -> None:
+    """api.common.limits.install drops Flask-Limiter's before-request check (it would find no default or
+    application limits to check); the decorators' limits above still hold."""
+    assert limiter._check_request_limit not in app.before_request_funcs[None]
+    assert not limiter.limit_manager.default_limits and not limiter.limit_manager.application_limits

@@ -242,3 +242,57 @@ def test_the_write_statement_stays_within_psycopg_s_parse_cache(
     assert "INSERT INTO customers" in statement
     assert len(statement.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH, len(statement.encode())
     assert len(parameters) <= _queries.MAX_CACHED_STATEMENT_PARAMS, len(parameters)
+
+
+@pytest.mark.parametrize(
+    ("order_type", "known_customer", "write_in_transaction"),
+    [
+        ("broadband_install", False, False),
+        ("repair", False, False),
+        ("broadband_install", True, False),
+        ("repair", True, True),
+    ],
+)
+def test_on_postgresql_an_order_intake_pays_for_no_transaction_unless_it_writes_more_than_one_statement(
+    pg_app: Flask,
+    api_key: Callable[[str], str],
+    order_type: str,
+    known_customer: bool,
+    write_in_transaction: bool,
+) -> None:
+    """The key's read and the lookup run as statements of their own and the one-statement write commits
+    itself (no BEGIN, no COMMIT); a repair of a known customer, which may also mark earlier repairs, is
+    written in one transaction with those marks."""
+    key = api_key("intake")
+    client = pg_app.test_client()
+    phone = "13900001111"
+    if known_customer:
+        first = client.post(
+            "/api/v1/intake/orders",
+            json=intake_payload(customer={"name": "王五", "phone": phone}),
+            headers=bearer(key),
+        )
+        assert first.status_code == 201
+    sent: list[tuple[str, bool]] = []
+
+    def trace(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append((" ".join(statement.split()[:3]).upper(), conn.connection.driver_connection.autocommit))
+
+    engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", trace)
+    try:
+        response = client.post(
+            "/api/v1/intake/orders",
+            json=intake_payload(order_type=order_type, customer={"name": "王五", "phone": phone}),
+            headers=bearer(key),
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", trace)
+
+    assert response.status_code == 201, response.get_json()
+    write = next(i for i, (text, _) in enumerate(sent) if text.startswith("WITH"))
+    assert all(autocommit for _, autocommit in sent[:write]), sent  # the key, the lookup
+    assert [autocommit for _, autocommit in sent[write:]] == [not write_in_transaction] * len(sent[write:])
+    assert len(sent[write:]) == (2 if write_in_transaction else 1), sent  # the marks' lookup in the same one
+    order = db.session.get(Order, response.get_json()["id"])
+    assert order is not None and order.sla_clocks[0].clock == "completion"
