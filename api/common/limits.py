@@ -72,5 +72,5 @@ def install(app: Flask) -> None:
     if manager.default_limits or manager.application_limits:
         raise RuntimeError("default or application rate limits need Flask-Limiter's before-request check")
     checks = app.before_request_funcs[None]
-    if limiter._check_request_limit in checks:  # added by the first init_app of this app only
+    if limiter._check_request_limit in checks:  # absent when RATELIMIT_ENABLED is off: init_app adds no hooks
         checks.remove(limiter._check_request_limit)

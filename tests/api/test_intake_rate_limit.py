@@ -210,8 +210,10 @@ def test_unreachable_rate_limit_storage_falls_back_to_memory_instead_of_failing(
     assert result["retry_after"] and result["retry_after"].isdigit()
 
 
-def test_limits_are_checked_by_the_views_decorators_only(app: Flask) -> None:
+def test_limits_are_checked_by_the_views_decorators_only(limited_app: Flask) -> None:
     """api.common.limits.install drops Flask-Limiter's before-request check (it would find no default or
-    application limits to check); the decorators' limits above still hold."""
-    assert limiter._check_request_limit not in app.before_request_funcs[None]
+    application limits to check); the decorators' limits above still hold. On an app with the limiter on:
+    with RATELIMIT_ENABLED off, init_app adds no hooks at all."""
+    assert limiter in limited_app.extensions["limiter"]  # init_app ran in full: its hooks were added
+    assert limiter._check_request_limit not in limited_app.before_request_funcs[None]
     assert not limiter.limit_manager.default_limits and not limiter.limit_manager.application_limits
