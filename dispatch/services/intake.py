@@ -119,10 +119,8 @@ def begin_without_transaction() -> None:
 
 
 def _autocommitting() -> bool:
-    session = db.session()
-    if not session.in_transaction():
-        return False
-    return session.connection().get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    """Whether the session's current connection (the lookup's) runs each statement as its own transaction."""
+    return db.session.connection().get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
 def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
