@@ -151,7 +151,7 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
         if found.district_id is None and (address.get("lat") is None or address.get("lng") is None):
             message = f"Unknown district {address['district']!r}; give lat and lng."
             raise ValidationError(errors={"address": {"district": [message]}})
-        if _autocommitting() and _may_mark_repeats(data["order_type"], found):
+        if _may_mark_repeats(data["order_type"], found) and _autocommitting():
             # More than the one statement to write (rollup.mark_repeat_repairs): end the reads, so the next
             # statement begins a transaction and the order and its marks commit together.
             db.session.commit()
