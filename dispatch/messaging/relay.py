@@ -1,11 +1,12 @@
 """The SMS relay: deliver the outbox's SMS rows, exactly once per dedupe key (the scheduler's ``sms-relay``).
 
 :func:`deliver_pending` claims due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional UPDATE where
-SQLite serialises writers with ``BEGIN IMMEDIATE``) by moving their ``next_attempt_at`` a lease ahead and
-counting the attempt, and commits the claim before anything else. Then, for each row: render the body if
-the row has none; suppress a customer message to an opted-out number (or one whose reason is gone, such as a
-reminder for a moved appointment); defer a customer message in QUIET_HOURS to the window's end; defer any
-message over the per-number limit until the oldest send to that number leaves the hour; then deliver it.
+SQLite serialises writers with ``BEGIN IMMEDIATE``), those with an unknown outcome first, by moving their
+``next_attempt_at`` a lease ahead and counting the attempt, and commits the claim before anything else. Then,
+for each row: render the body if the row has none; suppress a customer message to an opted-out number (or one
+whose reason is gone, such as a reminder for a moved appointment); defer a customer message in QUIET_HOURS to
+the window's end; defer any message over the per-number limit until the oldest send to that number leaves the
+hour; then deliver it.
 
 ``SMS_BACKEND=outbox`` records the message as sent (no network, no provider sid). ``SMS_BACKEND=twilio``:
 
@@ -114,14 +115,18 @@ _COLUMNS = [column for column in OutboxMessage.__table__.c]
 
 
 def _claim(now: datetime, lease_until: datetime, limit: int) -> list[_Claimed]:
-    """Lease up to ``limit`` due SMS rows (the caller commits)."""
+    """Lease up to ``limit`` due SMS rows (the caller commits): first the rows whose last attempt's outcome
+    is unknown, so their look-up does not wait behind a backlog of new messages (it settles whether a
+    message went out: reliability-anchors §2.3 asks for that within 60 s), then the rest, earliest due first.
+    """
     due = (
         (OutboxMessage.kind == "sms") & OutboxMessage.status.in_(DUE) & (OutboxMessage.next_attempt_at <= now)
     )
+    unknown_first = sa.case((OutboxMessage.last_error.startswith(UNKNOWN_MARK), 0), else_=1)
     candidates = (
         sa.select(OutboxMessage.id)
         .where(due)
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .order_by(unknown_first, OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
     )
     if db.session.get_bind().dialect.name == "postgresql":

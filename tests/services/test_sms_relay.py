@@ -559,6 +559,27 @@ def test_staff_numbers_get_every_escalation_at_once(
     assert len(twilio.bodies_to(ENGINEER)) == 6
 
 
+def test_rows_whose_outcome_is_unknown_are_claimed_before_an_earlier_due_backlog(
+    app: Flask, make_sms: Callable[..., int]
+) -> None:
+    backlog = [make_sms(at=T0 + timedelta(seconds=n)) for n in range(4)]
+    refused = make_sms(at=T0 - timedelta(seconds=1), last_error="HTTP 503: try later")
+    unknown = [
+        make_sms(at=T0 + timedelta(seconds=9), last_error=f"{UNKNOWN_MARK}: ReadTimeout"),
+        make_sms(at=T0 + timedelta(seconds=8), last_error=f"{UNKNOWN_MARK}: attempt 1 in flight"),
+    ]
+
+    def claim(limit: int) -> set[int]:
+        claimed = relay._claim(T0 + timedelta(seconds=10), T0 + timedelta(minutes=1), limit)
+        db.session.commit()
+        return {c.message.id for c in claimed}
+
+    # The look-ups first (earliest due first among them), then the rest earliest due first.
+    assert claim(1) == {unknown[1]}
+    assert claim(2) == {unknown[0], refused}
+    assert claim(10) == set(backlog)
+
+
 def test_a_sender_that_lost_its_lease_writes_nothing(app: Flask, make_sms: Callable[..., int]) -> None:
     message_id = make_sms()
     [claimed] = relay._claim(T0, T0 + timedelta(minutes=1), 10)
