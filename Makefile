@@ -13,7 +13,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The venv's own setuptools (65.5 from Python 3.11) has known advisories, fixed by 78.1.1 (make audit).
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=78.1.1"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
