@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from packaging.utils import canonicalize_name
 
 BIN = Path(sys.executable).parent
 PYPI = "https://pypi.org/pypi"
@@ -41,7 +42,7 @@ def main() -> int:
         return 1
     # The project itself (installed editable) is what is under review, not a dependency.
     report["dependencies"] = [d for d in report["dependencies"] if d.get("skip_reason") != EDITABLE]
-    skipped = [d for d in report["dependencies"] if (d.get("skip_reason") or "").startswith(NOT_FOUND)]
+    skipped = [d for d in report["dependencies"] if not_found(d)]
     with ThreadPoolExecutor(8) as pool:
         names = [d["name"] for d in skipped]
         pages = dict(zip(names, pool.map(project_page, names), strict=True))
@@ -52,17 +53,18 @@ def main() -> int:
 
 
 def installed_versions() -> dict[str, str]:
-    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
 
 
-def canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
+def not_found(dep: dict) -> bool:
+    """pip-audit skipped the package because PyPI's page of its release did not answer."""
+    return (dep.get("skip_reason") or "").startswith(NOT_FOUND)
 
 
 def project_page(name: str) -> dict[str, Any] | None:
     """PyPI's JSON page of a project, or None where it does not answer."""
     try:
-        with urllib.request.urlopen(f"{PYPI}/{canonical(name)}/json", timeout=15) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{PYPI}/{canonicalize_name(name)}/json", timeout=15) as response:  # noqa: S310
             return json.load(response)
     except (OSError, ValueError):  # no network, 404, a broken page
         return None
@@ -75,8 +77,8 @@ def with_latest_release_advisories(
     the latest release (the page's advisories are that release's), else given the reason it was not."""
     dependencies = []
     for dep in report["dependencies"]:
-        page = pages.get(dep["name"]) if (dep.get("skip_reason") or "").startswith(NOT_FOUND) else None
-        version = installed.get(canonical(dep["name"]))
+        page = pages.get(dep["name"]) if not_found(dep) else None
+        version = installed.get(canonicalize_name(dep["name"]))
         if page is None or version is None:
             dependencies.append(dep)
             continue
