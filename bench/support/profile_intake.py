@@ -6,7 +6,8 @@ wall/CPU ms per request without the profiler, and a cProfile of N requests group
 functions. Usage: ``.venv/bin/python bench/support/profile_intake.py [N] [--what-if]``
 (``--what-if`` instead compares configuration-only variants: expire_on_commit, pool_pre_ping). The
 profiler's timer is CPU time (``PROFILE_TIMER=wall`` for wall time, which charges the PostgreSQL round trips);
-``PROFILE_FOCUS=<function name>`` also prints where that function's time goes.
+``PROFILE_FOCUS=<function name>`` also prints where that function's time goes, ``PROFILE_CALLERS=<function
+name>`` who calls it.
 """
 
 from __future__ import annotations
@@ -141,6 +142,11 @@ def profile(label: str, client: Any, path: str, headers: dict[str, str], engine:
     if focus:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("cumulative").print_callees(focus)
+        print(out.getvalue())
+    callers = os.environ.get("PROFILE_CALLERS")  # a function name: who calls it, how often
+    if callers:
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_callers(callers)
         print(out.getvalue())
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
