@@ -27,8 +27,9 @@ class MemoryStorage(limits.storage.MemoryStorage):
     once every SWEEP_SECONDS, by the hit that finds the sweep due.
 
     limits' own MemoryStorage sweeps on a ``threading.Timer`` 10 ms after a hit, and starts a new thread
-    whenever a hit finds the last one finished: about every other intake request under load, ~0.6 ms of
-    CPU each (bench/support/profile_intake.py). Expiry itself does not wait for a sweep: a counter is read
+    whenever a hit finds the last one finished: about every other intake request under load, which cost an
+    intake ~0.6 ms of its ~5 ms of CPU (bench/support/profile_intake.py; bench/load.py: 43 % → 50 % of the
+    reference's throughput on the same machine). Expiry itself does not wait for a sweep: a counter is read
     as zero once its window has passed (``get``); the sweep only frees the memory of keys no longer hit.
     Registering the scheme replaces limits' class for every ``memory://`` URI (its registry is keyed by
     scheme); Flask-Limiter's in-memory fallback (Redis down) still uses limits' own class.
