@@ -138,16 +138,12 @@ def profile(label: str, client: Any, path: str, headers: dict[str, str], engine:
         if (any(part in filename for part in PHASE_FILES) or func in PHASE_FUNCS) and ct / N >= 0.00005:
             short = filename.replace(str(harness.REPO) + "/", "").split("site-packages/")[-1]
             print(f"    {1000 * ct / N:7.3f}  {nc / N:5.1f}x  {short}:{line}({func})")
-    focus = os.environ.get("PROFILE_FOCUS")  # a function name: what its time is spent on
-    if focus:
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_callees(focus)
-        print(out.getvalue())
-    callers = os.environ.get("PROFILE_CALLERS")  # a function name: who calls it, how often
-    if callers:
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_callers(callers)
-        print(out.getvalue())
+    # A function name: where its time goes (PROFILE_FOCUS), who calls it and how often (PROFILE_CALLERS).
+    for variable, report in (("PROFILE_FOCUS", "print_callees"), ("PROFILE_CALLERS", "print_callers")):
+        if name := os.environ.get(variable):
+            out = io.StringIO()
+            getattr(pstats.Stats(prof, stream=out).sort_stats("cumulative"), report)(name)
+            print(out.getvalue())
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
     print("  top cumulative:")
