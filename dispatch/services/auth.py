@@ -12,6 +12,7 @@ from flask import current_app
 from sqlalchemy.orm import selectinload
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from dispatch import direct
 from dispatch.actors import Actor, require
 from dispatch.clock import utcnow
 from dispatch.errors import AuthenticationError, Conflict, NotFound, PermissionDenied, ValidationError
@@ -159,8 +160,8 @@ def _authenticate_key(raw: str, source: str) -> Actor:
     except ValueError:
         raise AuthenticationError() from None
     # Read on every request (no cache): a revoked key is refused from the next request on, in every worker.
-    # A Core read of the columns needed (every intake request pays for it): no ORM object, no autoflush.
-    key = db.session.connection().execute(_KEY_BY_PREFIX, {"prefix": prefix}).first()
+    # The columns needed, on the driver's cursor (every intake request pays for it; dispatch.direct).
+    key = direct.first(db.session.connection(), _KEY_BY_PREFIX, {"prefix": prefix})
     if (
         key is None
         or key.revoked_at is not None

@@ -34,6 +34,7 @@ from sqlalchemy.orm import class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from dispatch import direct
 from dispatch.actors import INTAKE, Actor, require
 from dispatch.clock import utcnow
 from dispatch.errors import Conflict, ValidationError
@@ -186,7 +187,7 @@ def _lookup(data: dict[str, Any]) -> Any:
         "order_type": data["order_type"],
         "clock": INTAKE_CLOCK,
     }
-    return db.session.connection().execute(_LOOKUP, params).one()
+    return direct.first(db.session.connection(), _LOOKUP, params)
 
 
 def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written: list[Any]) -> Order:
@@ -313,7 +314,7 @@ def _write(conn: sa.Connection, rows: dict[str, dict[str, Any]]) -> dict[str, in
         }
         shape = tuple((name, frozenset(values)) for name, values in kept.items())
         params = {f"{name}_{key}": value for name, values in kept.items() for key, value in values.items()}
-        return dict(conn.execute(_one_statement(shape), params).one()._mapping)
+        return direct.first(conn, _one_statement(shape), params)._asdict()  # type: ignore[no-any-return]
     ids: dict[str, int] = {}
     for name, values in rows.items():
         table = _TABLES[name]

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from datetime import time
 from typing import Any
 
+import flask
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask.sessions import NullSession
 from flask.testing import FlaskClient
 
 from dispatch.extensions import db
@@ -154,6 +156,20 @@ def test_other_roles_read_what_the_services_let_them_read_and_nothing_more(sign_
             assert 'name="target_value"' not in text(response)
             assert "<textarea" not in text(response)
             assert "新增装维人员" not in text(response)
+
+
+def test_the_console_cookie_is_neither_read_nor_written_on_bearer_paths(app, admin):
+    """The signed session belongs to the console: an API or mobile request gets the null session, so the
+    console's cookie authenticates nothing there and no cookie is ever set in answer."""
+    for path in ("/api/v1/orders", "/mobile/v1/orders"):
+        response = admin.get(path)
+        assert response.status_code == 401, path
+        assert "Set-Cookie" not in response.headers, path
+        with app.test_request_context(path):
+            assert isinstance(app.session_interface.open_session(app, flask.request), NullSession)
+    with app.test_request_context("/console/login"):
+        assert not isinstance(app.session_interface.open_session(app, flask.request), NullSession)
+    assert admin.get("/console/admin/users").status_code == 200  # the console itself is still signed in
 
 
 def test_a_visitor_who_is_not_signed_in_is_sent_to_the_login(client):
