@@ -3,9 +3,9 @@
 Every hotline intake runs three statements (the API key's read, the intake lookup, the one-statement write).
 Through ``Connection.execute`` each costs about 0.24 ms of web-worker CPU besides the driver's own work (an
 execution context, a ``CursorResult`` and its metadata, parameter and result processing set up anew): about
-15 % of an intake's CPU (bench/load.py, same run: gunicorn CPU 4.87 → 4.15 ms per request, 38 % → 44 % of the
-reference). :func:`first` runs such a statement on the DBAPI cursor of the same connection instead, with what
-Core's execution would do that matters here kept:
+15 % of an intake's CPU (bench/load.py, before and after on one machine: gunicorn CPU 4.87 → 4.15 ms per
+request, 38 % → 44 % of the reference). :func:`first` runs such a statement on the DBAPI cursor of the same
+connection instead, with what Core's execution would do that matters here kept:
 
 * the statement is compiled once (per statement object and dialect) with the dialect's own compiler, and its
   parameters go through the same bind processors (``UTCDateTime``, ``JSON`` ...), its result values through
@@ -17,7 +17,8 @@ Core's execution would do that matters here kept:
   HTTP edge answers 503.
 
 PostgreSQL with psycopg only (the production database); elsewhere :func:`first` is ``Connection.execute``.
-Only statements with named, non-expanding parameters (no ``IN`` lists) and one result row are taken.
+Only statements with plain named parameters are taken (no ``IN`` lists, none computed at execution); the
+first row is fetched, the rest discarded with the cursor.
 """
 
 from __future__ import annotations
