@@ -9,6 +9,7 @@ Redis down: counted in each process's memory meanwhile (``in_memory_fallback_ena
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 
@@ -47,10 +48,33 @@ class MemoryStorage(limits.storage.MemoryStorage):
         if time.monotonic() < self._next_sweep or not self._sweeping.acquire(blocking=False):
             return
         try:
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+            self._sweep()
             self._next_sweep = time.monotonic() + SWEEP_SECONDS
         finally:
             self._sweeping.release()
+
+    def _sweep(self) -> None:
+        """What limits' own sweep (``__expire_events``) does, safe beside other threads' hits: it runs inside
+        a request here. limits' version lists the keys, then reads each key's expiry by key, so a hit that
+        dropped the key meanwhile (reading an expired counter drops it) made it raise KeyError: a 500 here
+        (tests/unit/test_limit_storage.py races them). Each expiry is checked again under the key's lock,
+        so a window a hit has just started is not dropped either."""
+        now = time.time()
+        for key in list(self.events):
+            with self.locks[key]:
+                if events := self.events.get(key):
+                    live = bisect.bisect_left(events, -now, key=lambda event: -event.expiry)
+                    self.events[key] = events[:live]
+                if not self.events.get(key):
+                    self.locks.pop(key, None)
+        for key, expiry in list(self.expirations.items()):
+            if expiry > now:
+                continue
+            with self.locks[key]:
+                if self.expirations.get(key, now + 1) <= now:
+                    self.storage.pop(key, None)
+                    self.expirations.pop(key, None)
+                    self.locks.pop(key, None)
 
 
 # Storage unreachable (Redis down): each process goes on counting in its own memory until the storage answers
