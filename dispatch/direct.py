@@ -11,7 +11,9 @@ connection instead, with what Core's execution would do that matters here kept:
   parameters go through the same bind processors (``UTCDateTime``, ``JSON`` ...), its result values through
   the same result processors;
 * the engine's ``before_cursor_execute`` and ``after_cursor_execute`` listeners see the statement (statement
-  tracing, tests counting round trips), with no execution context (``context`` is None);
+  tracing, tests counting round trips). Their ``context`` is not Core's execution context but a plain object,
+  the same for both calls, with ``connection``, ``cursor``, ``compiled``, ``statement``, ``parameters`` and
+  ``executemany``: tracers keep their span on it between the two;
 * a driver error is raised as SQLAlchemy's exception for it (``IntegrityError``, ``OperationalError`` ...),
   and a lost connection is invalidated first, as ``Connection.execute`` does, so the pool drops it and the
   HTTP edge answers 503.
@@ -24,6 +26,7 @@ first row is fetched, the rest discarded with the cursor.
 from __future__ import annotations
 
 import collections
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,7 +46,7 @@ class _Prepared:
             or compiled.escaped_bind_names
         ):
             raise ValueError("direct.first takes statements with plain named, non-expanding parameters only")
-        self.statement, self.dialect, self.sql = statement, dialect, compiled.string
+        self.statement, self.dialect, self.compiled, self.sql = statement, dialect, compiled, compiled.string
         self.binds = {}  # bind name → processor (only the names that have one)
         self.defaults = {}  # the values bound in the statement itself (literals)
         for name, bind in compiled.binds.items():
@@ -92,12 +95,20 @@ def first(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, Any]
     dbapi_connection = conn.connection.dbapi_connection
     assert dbapi_connection is not None
     cursor = dbapi_connection.cursor()
+    before, after = conn.dispatch.before_cursor_execute, conn.dispatch.after_cursor_execute
+    context = None
     try:
-        for listener in conn.dispatch.before_cursor_execute:
-            sql, values = listener(conn, cursor, sql, values, None, False)
+        if before or after:
+            context = SimpleNamespace(
+                connection=conn, cursor=cursor, compiled=prepared.compiled, executemany=False
+            )
+            for listener in before:
+                context.statement, context.parameters = sql, values
+                sql, values = listener(conn, cursor, sql, values, context, False)
+            context.statement, context.parameters = sql, values
         cursor.execute(sql, values)
-        for after in conn.dispatch.after_cursor_execute:
-            after(conn, cursor, sql, values, None, False)
+        for listener in after:
+            listener(conn, cursor, sql, values, context, False)
         raw = cursor.fetchone()
         # The column types, needed once per statement: psycopg builds the description anew on each access.
         description = None if prepared.described else cursor.description

@@ -82,10 +82,14 @@ def test_the_engines_cursor_listeners_see_the_statement(app: Flask) -> None:
     with app.app_context():
         engine = db.engine
 
+    # As a tracer does: a span kept on the context from the first call to the second.
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        context.span = ("span", statement)
+        assert context.statement == statement
         seen.append(("before", statement))
 
     def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        assert context.span == ("span", statement)
         seen.append(("after", statement))
 
     sa.event.listen(engine, "before_cursor_execute", before)
