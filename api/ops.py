@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from api.common.auth import API_PREFIXES
 from api.common.errors import RETRY_AFTER_SECONDS, error_response
 from dispatch.extensions import db
 from dispatch.models import Order
@@ -22,7 +23,6 @@ from dispatch.vocabulary import STATUSES
 log = logging.getLogger("dispatch.http")
 bp = Blueprint("ops", __name__)
 
-JSON_PREFIXES = ("/api/", "/mobile/")
 MULTIPART_ENDPOINTS: set[str] = set()  # endpoints that take multipart/form-data (attachments)
 # An incoming X-Request-Id is echoed only if it looks like an id (it ends up in headers and log lines).
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,63}")
@@ -113,7 +113,7 @@ def _start() -> Any:
     g.request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     if (
         request.method in ("POST", "PUT", "PATCH")
-        and request.path.startswith(JSON_PREFIXES)
+        and request.path.startswith(API_PREFIXES)
         and (request.content_length or 0) > 0
         and not request.is_json
         and not (request.mimetype == "multipart/form-data" and request.endpoint in MULTIPART_ENDPOINTS)

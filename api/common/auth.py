@@ -39,14 +39,14 @@ def current_actor() -> Actor:
     return actor
 
 
-BEARER_PREFIXES = ("/api/", "/mobile/")  # the paths whose callers authenticate with a bearer token
+API_PREFIXES = ("/api/", "/mobile/")  # the JSON APIs: callers authenticate with a bearer token
 PUBLIC_ENDPOINTS = frozenset({"api-auth.Token", "mobile-auth.MobileToken"})
 
 
 def authenticate_request() -> None:
     """Answer 401 before any view parses its arguments: an anonymous caller gets no validation details."""
     if (
-        request.path.startswith(BEARER_PREFIXES)
+        request.path.startswith(API_PREFIXES)
         and request.endpoint is not None
         and request.endpoint not in PUBLIC_ENDPOINTS
     ):

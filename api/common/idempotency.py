@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.common.auth import optional_actor
+from api.common.auth import API_PREFIXES, optional_actor
 from api.common.errors import error_response, handle_database_unavailable
 from dispatch.extensions import db
 from dispatch.services import idempotency
@@ -22,7 +22,6 @@ from dispatch.services import idempotency
 log = logging.getLogger("dispatch.http")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-PREFIXES = ("/api/", "/mobile/")
 MAX_KEY_LENGTH = 200
 _NOT_STORED = frozenset({401, 429})
 
@@ -46,7 +45,7 @@ def _fingerprint() -> str:
 
 
 def before_request() -> Any:
-    if request.method not in MUTATING or not request.path.startswith(PREFIXES):
+    if request.method not in MUTATING or not request.path.startswith(API_PREFIXES):
         return None
     key = request.headers.get("Idempotency-Key")
     if not key:

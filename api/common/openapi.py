@@ -19,7 +19,7 @@ from typing import Any
 
 from apispec import BasePlugin
 
-from api.common.auth import PUBLIC_ENDPOINTS
+from api.common.auth import API_PREFIXES, PUBLIC_ENDPOINTS
 
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 MUTATING = frozenset({"post", "put", "patch", "delete"})
@@ -40,7 +40,7 @@ def _common_codes(rule: Any, method: str) -> list[int]:
     """The statuses the pipeline can answer for this route and method, whatever its view does."""
     if str(rule.rule).startswith("/webhooks/"):  # they document their own 4xx
         return [503]
-    if not str(rule.rule).startswith(("/api/", "/mobile/")):
+    if not str(rule.rule).startswith(API_PREFIXES):
         return []
     codes: list[int] = [503]
     if rule.endpoint not in PUBLIC_ENDPOINTS:

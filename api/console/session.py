@@ -30,7 +30,7 @@ from flask import (
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.wrappers import Response
 
-from api.common.auth import BEARER_PREFIXES
+from api.common.auth import API_PREFIXES
 from dispatch.actors import Actor
 from dispatch.errors import AuthenticationError, DispatchError, NotFound, PermissionDenied
 from dispatch.extensions import db
@@ -239,7 +239,7 @@ class ConsoleSessions(SecureCookieSessionInterface):
     and its signer built on every call: about 2 % of an intake request's CPU (py-spy, gunicorn worker)."""
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
-        if request.path.startswith(BEARER_PREFIXES):
+        if request.path.startswith(API_PREFIXES):
             return self.make_null_session(app)
         return super().open_session(app, request)
 
