@@ -62,7 +62,7 @@ def key_of(body: str) -> str:
 
 
 def statuses(conn: sa.Connection) -> dict[str, int]:
-    return dict(conn.execute(sa.text("SELECT status, count(*) FROM outbox GROUP BY status")).tuples().all())
+    return dict(conn.execute(sa.text("SELECT status, count(*) FROM outbox GROUP BY status")).all())
 
 
 def test_two_senders_with_failures_and_kills_send_each_message_exactly_once(
