@@ -20,7 +20,7 @@ connection instead, with what Core's execution would do that matters here kept:
 
 PostgreSQL with psycopg only (the production database); elsewhere :func:`first` is ``Connection.execute``.
 Only statements with plain named parameters are taken (no ``IN`` lists, none computed at execution); the
-first row is fetched, the rest discarded with the cursor.
+first row is fetched, the rest discarded by the next statement on that cursor.
 """
 
 from __future__ import annotations
@@ -92,9 +92,8 @@ def first(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, Any]
         if name in values:
             values[name] = process(values[name])
     sql = prepared.sql
-    dbapi_connection = conn.connection.dbapi_connection
-    assert dbapi_connection is not None
-    cursor = dbapi_connection.cursor()
+    cursor = _cursor(conn.connection, prepared)
+    dbapi_connection = cursor.connection
     before, after = conn.dispatch.before_cursor_execute, conn.dispatch.after_cursor_execute
     context = None
     try:
@@ -119,9 +118,37 @@ def first(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, Any]
         raise sa.exc.DBAPIError.instance(
             sql, values, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=invalidated
         ) from exc
-    finally:
-        cursor.close()
     return None if raw is None else prepared.make_row(raw, description)
+
+
+def _cursor(pooled: Any, prepared: _Prepared) -> Any:
+    """A cursor of the DBAPI connection for this statement only, kept in the pool's record of the connection
+    for the connection's life.
+
+    A psycopg cursor keeps the adapters it has set up (every parameter's dumper, every result column's loader;
+    a timestamptz loader reads the connection's time zone) while it runs the same query again; a new cursor
+    per statement, or one cursor taking turns between statements, set them all up again on every execution:
+    about 5 % of an intake's web-worker CPU (py-spy). A connection is used by one thread at a time (its pool
+    checkout), and so are its cursors; a reconnected connection gets new ones.
+    """
+    cursors = pooled.info.get(_CURSORS_KEY)
+    if cursors is None or cursors.connection is not pooled.dbapi_connection:
+        cursors = pooled.info[_CURSORS_KEY] = _Cursors(pooled.dbapi_connection)
+    cursor = cursors.get(prepared)
+    if cursor is None or cursor.closed:
+        cursor = cursors[prepared] = pooled.dbapi_connection.cursor()
+    return cursor
+
+
+class _Cursors(dict[_Prepared, Any]):
+    """One DBAPI connection's cursors, by statement."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__()
+        self.connection = connection
+
+
+_CURSORS_KEY = "dispatch.direct.cursors"
 
 
 def _prepare(statement: sa.Select[Any], dialect: sa.Dialect) -> _Prepared:

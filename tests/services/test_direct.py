@@ -138,3 +138,33 @@ def test_expanding_parameters_are_refused(pg_app: Flask) -> None:
     statement = sa.select(CUSTOMERS.c.id).where(CUSTOMERS.c.id.in_(sa.bindparam("ids", expanding=True)))
     with pytest.raises(ValueError, match="non-expanding"):
         direct.first(db.session.connection(), statement, {"ids": [1, 2]})
+
+
+def test_each_statement_keeps_its_own_cursor_for_the_connections_life(pg_app: Flask) -> None:
+    """psycopg keeps a cursor's adapters only while it runs the same query again (dispatch.direct._cursor):
+    statements taking turns must not share a cursor, nor get a new one each time."""
+    params = seed()
+    one = sa.select(sa.literal(1).label("one"))
+    conn = db.session.connection()
+    seen: list[Any] = []
+
+    def before(conn: Any, cursor: Any, *args: Any) -> None:
+        seen.append(cursor)
+
+    sa.event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        for _ in range(2):
+            direct.first(conn, STATEMENT, params)
+            direct.first(conn, one, {})
+        # A replaced connection (this one lost, the pool opens another) gets cursors of its own.
+        conn.invalidate()
+        db.session.rollback()
+        conn = db.session.connection()
+        direct.first(conn, one, {})
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", before)
+    first_cursor, second_cursor, again_first, again_second, replaced = seen
+    assert first_cursor is again_first and second_cursor is again_second
+    assert first_cursor is not second_cursor
+    assert replaced is not second_cursor and replaced.connection is conn.connection.dbapi_connection
+    assert not replaced.closed
