@@ -58,29 +58,31 @@ _DISTRICTS: sa.Table = District.__table__  # type: ignore[assignment]
 _POLICIES: sa.Table = SlaPolicy.__table__  # type: ignore[assignment]
 
 
-def _scalar(column: sa.Column[Any], where: sa.ColumnElement[bool], label: str) -> sa.Label[Any]:
-    return sa.select(column).where(where).scalar_subquery().label(label)
-
-
-_BY_EXTERNAL_ID = _ORDERS.c.external_id == sa.bindparam("external_id")
-_BY_DISTRICT = _DISTRICTS.c.name == sa.bindparam("district")
-_BY_PHONE = _CUSTOMERS.c.phone == sa.bindparam("phone")
-_BY_POLICY = sa.and_(
-    _POLICIES.c.order_type == sa.bindparam("order_type"), _POLICIES.c.clock == sa.bindparam("clock")
-)
-# One row, one round trip; each scalar subquery is a primary-key or unique-index lookup (NULL: no such row).
+# One row, one round trip: one row of nothing, outer-joined to each row the request depends on by its primary
+# key or a unique index (NULLs: no such row), so at most one row each and exactly one row in all.
 # The policy is read in the order's transaction, so a change applies to every order taken in afterwards.
+_ONE = sa.select(sa.literal_column("1").label("one")).subquery("one")
 _LOOKUP = sa.select(
-    _scalar(_ORDERS.c.id, _BY_EXTERNAL_ID, "order_id"),
-    _scalar(_ORDERS.c.intake_fingerprint, _BY_EXTERNAL_ID, "order_fingerprint"),
-    _scalar(_DISTRICTS.c.id, _BY_DISTRICT, "district_id"),
-    _scalar(_DISTRICTS.c.lat, _BY_DISTRICT, "district_lat"),
-    _scalar(_DISTRICTS.c.lng, _BY_DISTRICT, "district_lng"),
-    _scalar(_CUSTOMERS.c.id, _BY_PHONE, "customer_id"),
-    _scalar(_CUSTOMERS.c.name, _BY_PHONE, "customer_name"),
-    _scalar(_CUSTOMERS.c.created_at, _BY_PHONE, "customer_created_at"),
-    _scalar(_POLICIES.c.target_seconds, _BY_POLICY, "policy_target_seconds"),
-    _scalar(_POLICIES.c.warn_percent, _BY_POLICY, "policy_warn_percent"),
+    _ORDERS.c.id.label("order_id"),
+    _ORDERS.c.intake_fingerprint.label("order_fingerprint"),
+    _DISTRICTS.c.id.label("district_id"),
+    _DISTRICTS.c.lat.label("district_lat"),
+    _DISTRICTS.c.lng.label("district_lng"),
+    _CUSTOMERS.c.id.label("customer_id"),
+    _CUSTOMERS.c.name.label("customer_name"),
+    _CUSTOMERS.c.created_at.label("customer_created_at"),
+    _POLICIES.c.target_seconds.label("policy_target_seconds"),
+    _POLICIES.c.warn_percent.label("policy_warn_percent"),
+).select_from(
+    _ONE.outerjoin(_ORDERS, _ORDERS.c.external_id == sa.bindparam("external_id"))
+    .outerjoin(_DISTRICTS, _DISTRICTS.c.name == sa.bindparam("district"))
+    .outerjoin(_CUSTOMERS, _CUSTOMERS.c.phone == sa.bindparam("phone"))
+    .outerjoin(
+        _POLICIES,
+        sa.and_(
+            _POLICIES.c.order_type == sa.bindparam("order_type"), _POLICIES.c.clock == sa.bindparam("clock")
+        ),
+    )
 )
 _CLOCK_COLUMNS = frozenset(column.key for column in _CLOCKS.c if not column.primary_key)
 # The columns of a new order that intake leaves empty. A column with a default that intake does not set stays
