@@ -504,7 +504,8 @@ def _load_orders(
     # time order in one transaction: without a flush per step the inserts go out in batches.
     for at, p in sorted((plan.steps[0].at, p) for p, plan in enumerate(plans)):
         clock.set(at)
-        plans[p].order, _ = intake_order(plans[p].data, actor=actors["intake"])
+        order, _ = intake_order(plans[p].data, actor=actors["intake"])
+        plans[p].order = db.session.merge(order, load=False)  # its later steps change it
     later = sorted((step.at, p, s) for p, plan in enumerate(plans) for s, step in enumerate(plan.steps) if s)
     with db.session.no_autoflush:
         for _, p, s in later:

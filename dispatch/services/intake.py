@@ -10,7 +10,8 @@ Every hotline order passes here, so the path is kept short (shared/QUALITY.md "S
   statement of data-modifying CTEs, elsewhere one ``INSERT ... RETURNING id`` per row; as
   :func:`dispatch.workflow.record_intake` would write them (tests/services/test_intake_fast_path.py holds the
   two to the same rows);
-* the rows written become loaded ORM objects in the session, and the commit does not expire them: the
+* the rows written become ORM objects as a load would give them, detached (not added to the session: the
+  commit has nothing of them to expire, and attaching them cost more than writing their rows): the
   response is built from them, with nothing read back after the commit;
 * on PostgreSQL the HTTP edge starts the request outside a transaction (:func:`begin_without_transaction`):
   the API key's read and the lookup are statements of their own, and the one-statement write commits itself,
@@ -32,7 +33,6 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from dispatch import direct
 from dispatch.actors import INTAKE, Actor, require
@@ -129,7 +129,9 @@ def _autocommitting() -> bool:
 def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
     """Create the order described by ``data`` (validated by the intake schema) → ``(order, created)``.
 
-    A replay with the same content returns the first order (``created`` False); the same ``external_id``
+    A created order is detached, with its customer, address and SLA clock, all loaded as written: to change
+    it, take it into a session (``db.session.merge(order, load=False)``). A replay with the same content
+    returns the first order from the session (``created`` False); the same ``external_id``
     with other content is a 409. Concurrent retries race on the unique ``external_id`` (and requests for a
     new customer on the unique phone): the loser rolls back and looks again, finding the winner's order (or
     customer).
@@ -158,19 +160,21 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
             # More than the one statement to write (rollup.mark_repeat_repairs): end the reads, so the next
             # statement begins a transaction and the order and its marks commit together.
             db.session.commit()
-        written: list[Any] = []
         try:
-            order = _create(data, digest, found, actor, written)
-            _commit_keeping_state()
+            order = _create(data, digest, found, actor)
+            db.session.commit()
         except IntegrityError as exc:
             db.session.rollback()
-            _forget(written)
             failure = exc
             continue
         if current_app.config.get("AUTO_DISPATCH"):
             # After the order's own commit: the order exists whatever dispatching does; nobody qualified →
-            # it stays new and the scheduler's auto-dispatch sweep tries again.
+            # it stays new and the scheduler's auto-dispatch sweep tries again. Either way the order is
+            # answered as it is now.
             dispatching.try_auto_dispatch(order.id, expect_status="new")
+            current = db.session.get(Order, order.id)
+            assert current is not None
+            return current, True
         return order, True
     raise AssertionError("unreachable")
 
@@ -192,7 +196,7 @@ def _lookup(data: dict[str, Any]) -> Any:
     return direct.first(db.session.connection(), _LOOKUP, params)
 
 
-def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written: list[Any]) -> Order:
+def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor) -> Order:
     """Write the order's rows (the caller commits) and return the order, loaded, as a reload would read it."""
     conn = db.session.connection()
     now = utcnow()
@@ -261,18 +265,18 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor, written
     (rows["delta"],) = rollup.intake_deltas(data["order_type"], address_data["district"], now)
     ids = _write(conn, rows)
 
-    customer = _customer(rows.get("customer"), ids, customer_data, found, written)
+    customer = _customer(rows.get("customer"), ids, customer_data, found)
     address = _loaded(
-        _row_object(Address, {**rows["address"], "id": ids["address"], "customer_id": customer.id}), written
+        _row_object(Address, {**rows["address"], "id": ids["address"], "customer_id": customer.id})
     )
     set_committed_value(address, "customer", customer)
     order.id, order.customer_id, order.address_id = ids["order"], customer.id, address.id
-    _loaded(order, written)
+    _loaded(order)
     set_committed_value(order, "customer", customer)
     set_committed_value(order, "address", address)
     set_committed_value(order, "engineer", None)
     clock.id, clock.order_id = ids["clock"], order.id
-    set_committed_value(order, "sla_clocks", [_loaded(clock, written)])
+    set_committed_value(order, "sla_clocks", [_loaded(clock)])
     if _may_mark_repeats(order.order_type, found):
         rollup.mark_repeat_repairs(customer.id, order.id, now)
     return order
@@ -370,22 +374,17 @@ def _one_statement(shape: tuple[tuple[str, frozenset[str]], ...]) -> sa.Select[A
     return sa.select(*ids).add_cte(*tails)
 
 
-def _customer(
-    row: dict[str, Any] | None, ids: dict[str, int], data: dict[str, Any], found: Any, written: list[Any]
-) -> Customer:
+def _customer(row: dict[str, Any] | None, ids: dict[str, int], data: dict[str, Any], found: Any) -> Customer:
     """The customer of that phone: the one just written, or the one the lookup found (its name stays)."""
     if row is not None:
-        return _loaded(_row_object(Customer, {**row, "id": ids["customer"]}), written)
-    held = db.session.identity_map.get(identity_key(Customer, found.customer_id))
-    if held is not None:
-        return held
+        return _loaded(_row_object(Customer, {**row, "id": ids["customer"]}))
     known = {
         "id": found.customer_id,
         "name": found.customer_name,
         "phone": data["phone"],
         "created_at": _utc(found.customer_created_at),
     }
-    return _loaded(_row_object(Customer, known), written)
+    return _loaded(_row_object(Customer, known))
 
 
 def _row_object(cls: type[_T], values: dict[str, Any]) -> _T:
@@ -396,32 +395,11 @@ def _row_object(cls: type[_T], values: dict[str, Any]) -> _T:
     return instance
 
 
-def _loaded(instance: _T, written: list[Any]) -> _T:
-    """Attach ``instance`` (a row as just written: its key and every column set) to the session as a loaded,
-    unmodified object, without SQL."""
+def _loaded(instance: _T) -> _T:
+    """``instance`` (a row as just written: its key and every column set) as a detached, loaded object: an
+    attribute it was not given raises instead of reading as None."""
     make_transient_to_detached(instance)
-    db.session.add(instance)
-    written.append(instance)
     return instance
-
-
-def _forget(written: list[Any]) -> None:
-    """After a rollback: objects for rows that were never committed must not stay in the session."""
-    session = db.session()
-    for instance in written:
-        if instance in session:
-            session.expunge(instance)
-
-
-def _commit_keeping_state() -> None:
-    """Commit without expiring the objects just written: the response is built from them, so no reload
-    SELECT and no second transaction follow the commit (only this commit; the session's setting stays)."""
-    session = db.session()
-    previous, session.expire_on_commit = session.expire_on_commit, False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = previous
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -152,6 +152,22 @@ def test_a_policy_change_applies_to_the_next_order(app: Flask) -> None:
     assert (clock.warn_at - clock.started_at).total_seconds() == 1800
 
 
+def test_a_created_order_is_detached_and_loaded_a_replay_is_the_sessions(app: Flask) -> None:
+    """intake_order's contract: the created order and what it holds are not in the session, and every
+    column is loaded (an attribute missing would raise, not read as None); a replay's is the session's."""
+    data = load()
+    order, created = intake.intake_order(data, actor=INTAKE_ACTOR)
+    assert created
+    for obj in (order, order.customer, order.address, *order.sla_clocks):
+        state = sa.inspect(obj)
+        assert state.detached and obj not in db.session
+        assert not state.unloaded & {attr.key for attr in state.mapper.column_attrs}
+    again, created = intake.intake_order(data, actor=INTAKE_ACTOR)
+    assert not created and again.id == order.id and sa.inspect(again).persistent
+    merged = db.session.merge(order, load=False)  # how a caller that changes it takes it in
+    assert sa.inspect(merged).persistent and merged is again
+
+
 def stale_first_lookup(monkeypatch: pytest.MonkeyPatch, **hidden: None) -> list[int]:
     """The first lookup misses what ``hidden`` names, as if another request wrote it meanwhile."""
     real_lookup = intake._lookup
