@@ -131,10 +131,9 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
 
     A created order is detached, with its customer, address and SLA clock, all loaded as written: to change
     it, take it into a session (``db.session.merge(order, load=False)``). A replay with the same content
-    returns the first order from the session (``created`` False); the same ``external_id``
-    with other content is a 409. Concurrent retries race on the unique ``external_id`` (and requests for a
-    new customer on the unique phone): the loser rolls back and looks again, finding the winner's order (or
-    customer).
+    returns the first order, from the session (``created`` False); the same ``external_id`` with other
+    content is a 409. Concurrent retries race on the unique ``external_id`` (and requests for a new customer
+    on the unique phone): the loser rolls back and looks again, finding the winner's order (or customer).
     """
     require(actor, INTAKE, "submit orders")
     digest = fingerprint(data)
