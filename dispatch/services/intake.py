@@ -84,7 +84,6 @@ _LOOKUP = sa.select(
         ),
     )
 )
-_CLOCK_COLUMNS = frozenset(column.key for column in _CLOCKS.c if not column.primary_key)
 # The columns of a new order that intake leaves empty. A column with a default that intake does not set stays
 # out of the INSERT (so its default applies) and is read back the first time it is used.
 _ORDER_NULLS = dict.fromkeys(
@@ -235,14 +234,14 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor) -> Orde
         "intake_fingerprint": digest,
         "version": 1,
     }
-    # The clock the intake transition starts, under the policy row the lookup read (no row: new_clock asks
+    # The clock the intake transition starts, under the policy row the lookup read (no row: clock_row asks
     # policy_for, which falls back to the defaults).
     policy = None
     if found.policy_target_seconds is not None:
         policy = arithmetic.Policy(found.policy_target_seconds, found.policy_warn_percent)
     order = _row_object(Order, rows["order"])  # its ids are set once written
-    clock = clocks.new_clock(order, INTAKE_CLOCK, now, policy)
-    rows["clock"] = {key: value for key, value in vars(clock).items() if key in _CLOCK_COLUMNS}
+    rows["clock"] = clocks.clock_row(order, INTAKE_CLOCK, now, policy)
+    clock = _row_object(SlaClock, rows["clock"])
     # The intake event, as workflow.record_event writes it (the order's events are not part of the response).
     rows["event"] = {
         "order_id": None,

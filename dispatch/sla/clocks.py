@@ -66,9 +66,16 @@ def start(order: Order, clock: str, now: datetime) -> SlaClock:
     return row
 
 
-def new_clock(order: Order, clock: str, now: datetime, policy: arithmetic.Policy | None = None) -> SlaClock:
-    """The row :func:`start` adds, not added to the session, every column but ``id`` set (hotline intake
-    writes it with Core, in the order's transaction, under the policy row it read in its own lookup:
+def new_clock(order: Order, clock: str, now: datetime) -> SlaClock:
+    """The row :func:`start` adds, not added to the session."""
+    return SlaClock(**clock_row(order, clock, now))
+
+
+def clock_row(
+    order: Order, clock: str, now: datetime, policy: arithmetic.Policy | None = None
+) -> dict[str, Any]:
+    """The columns of the row :func:`start` adds, every one but ``id`` (hotline intake writes them with
+    Core, in the order's transaction, under the policy row it read in its own lookup:
     dispatch/services/intake.py)."""
     policy = policy or policy_for(order.order_type, clock)
     if clock == "arrival":
@@ -83,23 +90,23 @@ def new_clock(order: Order, clock: str, now: datetime, policy: arithmetic.Policy
             due = arithmetic.repair_same_day_deadline(now, cutoff, business_tz())
             warn = now + (due - now) * policy.warn_percent / 100
             deadline = arithmetic.Deadline(due, warn if warn < due else None)
-    return SlaClock(
-        order_id=order.id,
-        clock=clock,
-        status="running",
-        engineer_id=order.engineer_id if clock in ENGINEER_CLOCKS else None,
-        target_seconds=int((deadline.due_at - now).total_seconds()),
-        warn_percent=policy.warn_percent,
-        started_at=now,
-        due_at=deadline.due_at,
-        warn_at=deadline.warn_at,
-        paused_at=None,
-        paused_seconds=0,
-        warned_at=None,
-        breached_at=None,
-        stopped_at=None,
-        outcome=None,
-    )
+    return {
+        "order_id": order.id,
+        "clock": clock,
+        "status": "running",
+        "engineer_id": order.engineer_id if clock in ENGINEER_CLOCKS else None,
+        "target_seconds": int((deadline.due_at - now).total_seconds()),
+        "warn_percent": policy.warn_percent,
+        "started_at": now,
+        "due_at": deadline.due_at,
+        "warn_at": deadline.warn_at,
+        "paused_at": None,
+        "paused_seconds": 0,
+        "warned_at": None,
+        "breached_at": None,
+        "stopped_at": None,
+        "outcome": None,
+    }
 
 
 def stop(row: SlaClock, now: datetime, outcome: str | None = None) -> None:

@@ -129,6 +129,14 @@ def minutes(n: float) -> timedelta:
 # --- intake: the completion clock -----------------------------------------------------------------------
 
 
+def test_a_clock_row_names_every_column_but_the_id(app: Flask, make_order: Callable[..., Order]) -> None:
+    """Hotline intake inserts clock_row's dict as it is (dispatch/services/intake.py): a key that is not a
+    column, or a column left out, would be dropped or defaulted there without an error."""
+    row = clocks.clock_row(make_order(), "completion", T0)
+    table: sa.Table = SlaClock.__table__  # type: ignore[assignment]
+    assert set(row) == {column.key for column in table.c if not column.primary_key}
+
+
 @pytest.mark.parametrize(
     ("order_type", "hours"),
     [("broadband_install", 48), ("iptv_install", 48), ("move", 48), ("repair", 24), ("opportunity", 72)],
