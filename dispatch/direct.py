@@ -122,30 +122,20 @@ def first(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, Any]
 
 
 def _cursor(pooled: Any, prepared: _Prepared) -> Any:
-    """A cursor of the DBAPI connection for this statement only, kept in the pool's record of the connection
-    for the connection's life.
+    """A cursor of the DBAPI connection for this statement only, kept in the pool's ``info`` of the connection
+    (which the pool empties whenever it opens a new DBAPI connection, so a reconnected one gets new cursors).
 
     A psycopg cursor keeps the adapters it has set up (every parameter's dumper, every result column's loader;
     a timestamptz loader reads the connection's time zone) while it runs the same query again; a new cursor
     per statement, or one cursor taking turns between statements, set them all up again on every execution:
     about 5 % of an intake's web-worker CPU (py-spy). A connection is used by one thread at a time (its pool
-    checkout), and so are its cursors; a reconnected connection gets new ones.
+    checkout), and so are its cursors.
     """
-    cursors = pooled.info.get(_CURSORS_KEY)
-    if cursors is None or cursors.connection is not pooled.dbapi_connection:
-        cursors = pooled.info[_CURSORS_KEY] = _Cursors(pooled.dbapi_connection)
+    cursors: dict[_Prepared, Any] = pooled.info.setdefault(_CURSORS_KEY, {})
     cursor = cursors.get(prepared)
-    if cursor is None or cursor.closed:
+    if cursor is None:
         cursor = cursors[prepared] = pooled.dbapi_connection.cursor()
     return cursor
-
-
-class _Cursors(dict[_Prepared, Any]):
-    """One DBAPI connection's cursors, by statement."""
-
-    def __init__(self, connection: Any) -> None:
-        super().__init__()
-        self.connection = connection
 
 
 _CURSORS_KEY = "dispatch.direct.cursors"

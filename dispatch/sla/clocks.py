@@ -61,14 +61,9 @@ def live_clocks(order: Order) -> dict[str, SlaClock]:
 
 def start(order: Order, clock: str, now: datetime) -> SlaClock:
     """Start ``clock`` for ``order`` under the policy in force now."""
-    row = new_clock(order, clock, now)
+    row = SlaClock(**clock_row(order, clock, now))
     db.session.add(row)
     return row
-
-
-def new_clock(order: Order, clock: str, now: datetime) -> SlaClock:
-    """The row :func:`start` adds, not added to the session."""
-    return SlaClock(**clock_row(order, clock, now))
 
 
 def clock_row(
