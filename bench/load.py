@@ -11,12 +11,13 @@ picked up by the jobs as they would be in production.
    loopback (gunicorn's sync workers close the connection after each response, so each request reconnects);
    runs alternate reference/ours; the median of each is compared. Bar: ours >= 60 % of the reference, every
    response 201. A run during which other processes used more than RERUN_FOREIGN_CORES is discarded and run
-   again (at most BENCH_LOAD_MAX_RERUNS times per script); the CPU cost per request (gunicorn workers + own
+   again (at most BENCH_LOAD_MAX_RERUNS times in this phase); the CPU cost per request (gunicorn workers + own
    PostgreSQL backends) is printed as a second, load-robust view of the same comparison. Our scheduler's CPU
    counts as ours (it is part of the system under load), not as foreign load.
 2. Latency: ours at a fixed 100 requests/s for 20 s, open loop (latency counted from the scheduled send time,
    so a stall is charged to every request queued behind it). Bar: p99 <= 50 ms. The reference at the same rate
-   is printed for context.
+   is printed for context. Foreign load discards a run as in 1 (its own BENCH_LOAD_MAX_RERUNS): a load
+   generator that other processes delay measures them, not the server.
 3. Memory: VmRSS (/proc/<pid>/status) of each web worker and of the scheduler after the load. Bars: <= 150 MB
    per worker, <= 200 MB for the scheduler (MB = 2^20 bytes here).
 
@@ -69,8 +70,8 @@ LATENCY_CONNECTIONS = 8
 STRICT = os.environ.get("BENCH_STRICT") == "1"
 
 FOREIGN_WARN_CORES = 0.25
-RERUN_FOREIGN_CORES = 0.15  # a throughput run with more foreign CPU than this is discarded and run again ...
-MAX_RERUNS = int(os.environ.get("BENCH_LOAD_MAX_RERUNS", "3"))  # ... at most this many times per script
+RERUN_FOREIGN_CORES = 0.15  # a run with more foreign CPU than this is discarded and run again ...
+MAX_RERUNS = int(os.environ.get("BENCH_LOAD_MAX_RERUNS", "3"))  # ... at most this many times per phase
 BAR_RATIO = 0.60
 BAR_P99_MS = 50.0
 BAR_WORKER_RSS_MB = 150.0
@@ -189,6 +190,7 @@ def report(
     row(
         "  foreign load (other processes), cores", f"{ref.latency_foreign:.2f}", f"{ours.latency_foreign:.2f}"
     )
+    row("  runs discarded for foreign load", str(ref.latency_discarded), str(ours.latency_discarded))
     lines.append(f"| {'':44s} | {'':22s} | {'':22s} | {'':14s} | {'':7s} |")
 
     def mb(values: list[float]) -> str:
@@ -235,6 +237,23 @@ def report(
             lines.append(f"  {target.label} error sample: {sample}")
     print("\n".join(lines), flush=True)
     return overall
+
+
+class Reruns:
+    """The reruns left in one phase (throughput, latency) for runs during which other processes took more than
+    RERUN_FOREIGN_CORES of the machine."""
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+
+    def again(self, foreign_cores: float) -> bool:
+        """Whether the run just done (with that foreign load) is discarded and run again."""
+        if foreign_cores <= RERUN_FOREIGN_CORES or self.left == 0:
+            return False
+        self.left -= 1
+        print(f"    (discarded: foreign load {foreign_cores:.2f} cores; running again)", flush=True)
+        time.sleep(1.0)
+        return True
 
 
 def main() -> int:
@@ -315,7 +334,7 @@ def main() -> int:
                 )
                 target.account(warm)
             print(f"throughput, {CONNECTIONS} connections x {SECONDS:.0f} s, alternating:", flush=True)
-            retries = MAX_RERUNS
+            reruns = Reruns(MAX_RERUNS)
             for i in range(RUNS):
                 for target in (ref, ours):
                     attempt = 0
@@ -327,26 +346,28 @@ def main() -> int:
                             seconds=SECONDS,
                             beside=beside_ours if target is ours else beside_ref,
                         )
-                        if run["foreign_cores"] <= RERUN_FOREIGN_CORES or retries == 0:
+                        if not reruns.again(run["foreign_cores"]):
                             break
-                        target.runs.pop()  # another process stole the CPU: discard and run again
+                        target.runs.pop()
                         target.discarded += 1
-                        retries -= 1
                         attempt += 1
-                        print(
-                            f"    (discarded: foreign load {run['foreign_cores']:.2f} cores; running again)"
-                        )
-                        time.sleep(1.0)
             print(f"latency at {RATE:.0f} req/s, open loop, {LATENCY_SECONDS:.0f} s:", flush=True)
+            reruns = Reruns(MAX_RERUNS)
             for target, tag, side in ((ref, "lr", beside_ref), (ours, "lo", beside_ours)):
-                latency_run(
-                    target,
-                    tag,
-                    rate=RATE,
-                    seconds=LATENCY_SECONDS,
-                    connections=LATENCY_CONNECTIONS,
-                    beside=side,
-                )
+                attempt = 0
+                while True:
+                    latency_run(
+                        target,
+                        f"{tag}{attempt}",
+                        rate=RATE,
+                        seconds=LATENCY_SECONDS,
+                        connections=LATENCY_CONNECTIONS,
+                        beside=side,
+                    )
+                    if not reruns.again(target.latency_foreign):
+                        break
+                    target.latency_discarded += 1
+                    attempt += 1
             time.sleep(2 * 5)  # two scheduler ticks: the jobs work through what the load left behind
             rss = {
                 "workers": [harness.rss_mb(p) for p in harness.children(our_server.proc.pid)],

@@ -80,7 +80,8 @@ class Target:
         self.error_samples: list[str] = []
         self.latency: harness.LoadResult | None = None
         self.latency_foreign = 0.0
-        self.discarded = 0
+        self.discarded = 0  # throughput runs discarded for foreign load
+        self.latency_discarded = 0
 
     def account(self, result: harness.LoadResult) -> None:
         self.ok_responses += result.statuses.get(201, 0)
