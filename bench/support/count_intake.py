@@ -10,11 +10,13 @@ PostgreSQL. About a minute per target.
 
 Usage: ``.venv/bin/python bench/support/count_intake.py [N]`` (N measured requests per target, default 200);
 ``COUNT_KEEP=<dir>`` keeps the callgrind output files there for ``callgrind_annotate``; ``COUNT_ONLY=ours``
-counts ours only (comparing a change: the counts repeat to within about 0.1 %).
+counts ours only (comparing a change: the counts repeat to within about 0.1 %); ``COUNT_CONFIG=<JSON object>``
+adds configuration to ours (what a part costs: ``'{"RATELIMIT_ENABLED": false}'``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -46,7 +48,8 @@ def child(target: str, n: int) -> None:
         from dispatch.factory import create_app
         from dispatch.services.auth import create_api_key
 
-        app = create_app({"SQLALCHEMY_DATABASE_URI": os.environ["DATABASE_URL"], **UNLIMITED})
+        extra = json.loads(os.environ.get("COUNT_CONFIG", "{}"))
+        app = create_app({"SQLALCHEMY_DATABASE_URI": os.environ["DATABASE_URL"], **UNLIMITED, **extra})
         with app.app_context():
             raw, _ = create_api_key("bench-count", ["intake"], actor=CLI_ACTOR)
         logging.getLogger("dispatch").handlers[0].setStream(open(os.devnull, "w"))  # type: ignore[attr-defined]  # noqa: SIM115
