@@ -30,11 +30,11 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from support import harness  # noqa: E402
-from support.intake_load import intake_body  # noqa: E402
+from support.intake_load import UNLIMITED_INTAKE, intake_body  # noqa: E402
 from support.reference_app import DDL  # noqa: E402
 
 WARMUP = 200
-UNLIMITED = {"INTAKE_RATE_LIMIT": "1000000 per minute"}  # as bench/load.py: every request is an intake
+UNLIMITED = {"INTAKE_RATE_LIMIT": UNLIMITED_INTAKE}
 
 
 def _callgrind(switch: str) -> None:

@@ -29,14 +29,13 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from support import harness  # noqa: E402
-from support.intake_load import intake_body  # noqa: E402
+from support.intake_load import UNLIMITED_INTAKE, intake_body  # noqa: E402
 from support.reference_app import DDL  # noqa: E402
 
 _ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 N = int(_ARGS[0]) if _ARGS else 500
 _seq = iter(range(1, 10**8))
-# The per-key intake limit far above what these loops send (as bench/load.py): every request is an intake.
-UNLIMITED = {"INTAKE_RATE_LIMIT": "1000000 per minute"}
+UNLIMITED = {"INTAKE_RATE_LIMIT": UNLIMITED_INTAKE}
 
 
 def body(tag: str) -> bytes:
