@@ -30,8 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from support import harness  # noqa: E402
-from support.intake_load import UNLIMITED_INTAKE, intake_body  # noqa: E402
-from support.reference_app import DDL  # noqa: E402
+from support.intake_load import UNLIMITED_INTAKE, intake_body, intake_databases  # noqa: E402
 
 WARMUP = 200
 UNLIMITED = {"INTAKE_RATE_LIMIT": UNLIMITED_INTAKE}
@@ -99,35 +98,26 @@ def main() -> int:
         child(sys.argv[2], int(sys.argv[3]))
         return 0
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    pid = os.getpid()
-    ours_db, ref_db = f"dispatch_bench_count_{pid}_ours", f"dispatch_bench_count_{pid}_ref"
     keep = os.environ.get("COUNT_KEEP")
     out_dir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="count_intake_"))
-    created = []
     try:
-        for name in (ours_db, ref_db):
-            harness.create_database(name)
-            created.append(name)
-        harness.execute_sql(ref_db, DDL)
-        env = dict(os.environ, DATABASE_URL=harness.pg_url(ours_db))
-        subprocess.run(
-            [str(harness.VENV_BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
-            cwd=harness.REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        env["BENCH_REF_DATABASE_URL"] = harness.pg_url(ref_db, "postgresql+psycopg")
-        per_request = {}
-        for target in [t for t in ("ours", "reference") if os.environ.get("COUNT_ONLY", t) == t]:
-            total = count(target, n, env, out_dir / f"callgrind.{target}")
-            per_request[target] = total / n
-            print(f"{target:9s} {total / n / 1e6:8.3f} M instructions per request ({n} requests)", flush=True)
-        if len(per_request) == 2:
-            print(f"reference / ours: {per_request['reference'] / per_request['ours']:.1%}")
+        with intake_databases(f"dispatch_bench_count_{os.getpid()}_") as (ours_db, ref_db):
+            env = dict(
+                os.environ,
+                DATABASE_URL=harness.pg_url(ours_db),
+                BENCH_REF_DATABASE_URL=harness.pg_url(ref_db, "postgresql+psycopg"),
+            )
+            per_request = {}
+            for target in [t for t in ("ours", "reference") if os.environ.get("COUNT_ONLY", t) == t]:
+                total = count(target, n, env, out_dir / f"callgrind.{target}")
+                per_request[target] = total / n
+                print(
+                    f"{target:9s} {total / n / 1e6:8.3f} M instructions per request ({n} requests)",
+                    flush=True,
+                )
+            if len(per_request) == 2:
+                print(f"reference / ours: {per_request['reference'] / per_request['ours']:.1%}")
     finally:
-        for name in created:
-            harness.drop_database(name)
         if not keep:
             for path in out_dir.glob("*"):
                 path.unlink()

@@ -11,15 +11,18 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import signal
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from support import harness
+from support.reference_app import DDL
 
 INTAKE_PATH = "/api/v1/intake/orders"
 # The per-key intake limit is a policy, not a cost: far above what one loopback client sends, so every
@@ -68,6 +71,24 @@ def flask_cli(env: dict[str, str], *args: str) -> str:
             f"flask {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc.stdout
+
+
+@contextmanager
+def intake_databases(prefix: str) -> Iterator[tuple[str, str]]:
+    """Two fresh databases, ``(ours, reference)``, dropped afterwards: ours migrated, the reference app's with
+    its table (bench/support/reference_app.py)."""
+    ours, ref = f"{prefix}ours", f"{prefix}ref"
+    created = []
+    try:
+        for name in (ours, ref):
+            harness.create_database(name)
+            created.append(name)
+        harness.execute_sql(ref, DDL)
+        flask_cli(dict(os.environ, DATABASE_URL=harness.pg_url(ours)), "db", "upgrade")
+        yield ours, ref
+    finally:
+        for name in created:  # DROP ... WITH (FORCE) also ends this process's pooled connections
+            harness.drop_database(name)
 
 
 class Target:

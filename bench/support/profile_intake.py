@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import pstats
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -29,8 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
 from support import harness  # noqa: E402
-from support.intake_load import UNLIMITED_INTAKE, intake_body  # noqa: E402
-from support.reference_app import DDL  # noqa: E402
+from support.intake_load import UNLIMITED_INTAKE, intake_body, intake_databases  # noqa: E402
 
 _ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 N = int(_ARGS[0]) if _ARGS else 500
@@ -231,22 +229,7 @@ def what_if(ours_db: str, headers: dict[str, str]) -> None:
 
 
 def main() -> int:
-    pid = os.getpid()
-    ours_db, ref_db = f"dispatch_bench_intake_{pid}_profours", f"dispatch_bench_intake_{pid}_profref"
-    created = []
-    try:
-        for name in (ours_db, ref_db):
-            harness.create_database(name)
-            created.append(name)
-        harness.execute_sql(ref_db, DDL)
-        env = dict(os.environ, DATABASE_URL=harness.pg_url(ours_db))
-        subprocess.run(
-            [str(harness.VENV_BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
-            cwd=harness.REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+    with intake_databases(f"dispatch_bench_intake_{os.getpid()}_prof") as (ours_db, ref_db):
         os.environ["DATABASE_URL"] = harness.pg_url(ours_db)
         os.environ["BENCH_REF_DATABASE_URL"] = harness.pg_url(ref_db, "postgresql+psycopg")
 
@@ -278,9 +261,6 @@ def main() -> int:
             {"Content-Type": "application/json"},
             ref_engine,
         )
-    finally:
-        for name in created:  # DROP ... WITH (FORCE) ends this process's pooled connections too
-            harness.drop_database(name)
     return 0
 
 
