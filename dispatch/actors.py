@@ -19,6 +19,9 @@ class Actor:
     engineer_id: int | None = None
     source: str = "api"
     device_id: str | None = None
+    # An API key taken from the process's memory rather than read: the request confirms it before it changes
+    # anything (dispatch.services.auth.confirm_key).
+    key_from_memory: bool = False
 
     @classmethod
     def system(cls, name: str = "scheduler", source: str = "scheduler") -> Actor:

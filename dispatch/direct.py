@@ -1,6 +1,7 @@
 """A one-row statement run on the driver's cursor: the hot path's few statements, without Core's execution.
 
-Every hotline intake runs three statements (the API key's read, the intake lookup, the one-statement write).
+Every hotline intake runs two statements (the intake lookup, the one-statement write; the API key's read too,
+on a key's first request in a process).
 Through ``Connection.execute`` each costs about 0.24 ms of web-worker CPU besides the driver's own work (an
 execution context, a ``CursorResult`` and its metadata, parameter and result processing set up anew): about
 15 % of an intake's CPU (bench/load.py, before and after on one machine: gunicorn CPU 4.87 → 4.15 ms per

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
@@ -117,11 +118,15 @@ def revoke_token(raw: str) -> None:
         db.session.commit()
 
 
-def authenticate(raw: str, *, audience: str, source: str) -> Actor:
-    """The actor behind a bearer credential, or 401. API keys are accepted on the ``api`` audience only."""
+def authenticate(raw: str, *, audience: str, source: str, key_confirmed_later: bool = False) -> Actor:
+    """The actor behind a bearer credential, or 401. API keys are accepted on the ``api`` audience only.
+
+    ``key_confirmed_later``: the request confirms its API key itself, in a statement it runs anyway and
+    before it changes anything (:func:`confirm_key`), so a key this process has read before is taken
+    from its memory instead of being read again."""
     now = utcnow()
     if raw.startswith(KEY_PREFIX) and audience == "api":
-        return _authenticate_key(raw, source)
+        return _authenticate_key(raw, source, key_confirmed_later)
     token = db.session.scalar(sa.select(AuthToken).where(AuthToken.token_hash == _sha256(raw)))
     if (
         token is None
@@ -154,21 +159,59 @@ _KEY_BY_PREFIX = sa.select(
 ).where(_API_KEYS.c.prefix == sa.bindparam("prefix"))
 
 
-def _authenticate_key(raw: str, source: str) -> Actor:
+# The keys this process has read and found valid, by prefix (their columns as _KEY_BY_PREFIX reads them).
+# Every hotline order authenticates with a key: an order intake (api/intake) takes its key from here and
+# confirms in its own lookup that the key is still there and not revoked (confirm_key), one round trip fewer
+# per order; every other request reads its key. A key's columns never change but for its revocation.
+_KNOWN_KEYS: dict[str, Any] = {}
+MAX_KNOWN_KEYS = 256  # keys are few; the bound only keeps a flood of distinct valid keys from growing it
+
+
+def _authenticate_key(raw: str, source: str, confirmed_later: bool) -> Actor:
     try:
         _, prefix, secret = raw.split("_", 2)
     except ValueError:
         raise AuthenticationError() from None
-    # Read on every request (no cache): a revoked key is refused from the next request on, in every worker.
-    # The columns needed, on the driver's cursor (every intake request pays for it; dispatch.direct).
-    key = direct.first(db.session.connection(), _KEY_BY_PREFIX, {"prefix": prefix})
-    if (
-        key is None
-        or key.revoked_at is not None
-        or not hmac.compare_digest(key.key_hash, _sha256(key.salt, secret))
-    ):
+    key: Any = _KNOWN_KEYS.get(prefix) if confirmed_later else None
+    from_memory = key is not None and _key_matches(key, secret)
+    if not from_memory:
+        # Read (no cache): a revoked key is refused from the next request on, in every worker.
+        # The columns needed, on the driver's cursor (every intake request pays for it; dispatch.direct).
+        key = direct.first(db.session.connection(), _KEY_BY_PREFIX, {"prefix": prefix})
+        if key is None or key.revoked_at is not None or not _key_matches(key, secret):
+            _KNOWN_KEYS.pop(prefix, None)
+            raise AuthenticationError()
+        if len(_KNOWN_KEYS) >= MAX_KNOWN_KEYS:
+            _KNOWN_KEYS.clear()
+        _KNOWN_KEYS[prefix] = key
+    return Actor(
+        kind="api_key",
+        id=key.id,
+        name=key.name,
+        scopes=frozenset(key.scopes),
+        source=source,
+        key_from_memory=from_memory,
+    )
+
+
+def _key_matches(key: Any, secret: str) -> bool:
+    return hmac.compare_digest(key.key_hash, _sha256(key.salt, secret))
+
+
+def confirm_key(actor: Actor, key_id: int | None, revoked_at: Any) -> None:
+    """401 if ``actor``'s key came from memory (``key_confirmed_later``) and, as the request's own statement
+    has read it now (``key_id`` None: no such row), is no longer there or revoked."""
+    if not actor.key_from_memory:
+        return
+    if key_id != actor.id or revoked_at is not None:
+        _forget_key(actor.id)
         raise AuthenticationError()
-    return Actor(kind="api_key", id=key.id, name=key.name, scopes=frozenset(key.scopes), source=source)
+
+
+def _forget_key(key_id: int | None) -> None:
+    for prefix, key in list(_KNOWN_KEYS.items()):
+        if key.id == key_id:
+            _KNOWN_KEYS.pop(prefix, None)
 
 
 def create_api_key(
@@ -205,6 +248,7 @@ def revoke_api_key(key_id: int, *, actor: Actor) -> None:
         raise NotFound("API key not found")
     key.revoked_at = key.revoked_at or utcnow()
     db.session.commit()
+    _forget_key(key.id)  # from this process's memory (other processes': confirm_key)
 
 
 def list_users(*, actor: Actor) -> list[User]:

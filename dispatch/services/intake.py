@@ -3,8 +3,9 @@
 Every hotline order passes here, so the path is kept short (shared/QUALITY.md "Speed and scale", row 1):
 
 * one lookup statement reads everything the request depends on: the order already created for the
-  ``external_id`` (id and fingerprint only), the district, the customer of that phone and the SLA policy of
-  the clock the intake starts;
+  ``external_id`` (id and fingerprint only), the district, the customer of that phone, the SLA policy of
+  the clock the intake starts and the caller's API key, which the edge takes from the process's memory once
+  it has read it (auth.confirm_key: a key revoked meanwhile is refused here, before anything is written);
 * the customer (if new), the address, the order, its completion clock, its ``intake`` event and its KPI
   delta are written with Core in one transaction (the models' tables are the schema): on PostgreSQL in one
   statement of data-modifying CTEs, elsewhere one ``INSERT ... RETURNING id`` per row; as
@@ -14,7 +15,8 @@ Every hotline order passes here, so the path is kept short (shared/QUALITY.md "S
   commit has nothing of them to expire, and attaching them cost more than writing their rows): the
   response is built from them, with nothing read back after the commit;
 * on PostgreSQL the HTTP edge starts the request outside a transaction (:func:`begin_without_transaction`):
-  the API key's read and the lookup are statements of their own, and the one-statement write commits itself,
+  the lookup (and the API key's read, on a key's first request) are statements of their own, and the
+  one-statement write commits itself,
   so no ``BEGIN`` and ``COMMIT`` round trips are paid. An order that writes more than that one statement (a
   repair of a known customer, which may mark earlier repairs as repeated) leaves that mode first and is
   written in a transaction, as every order is elsewhere.
@@ -39,9 +41,9 @@ from dispatch.actors import INTAKE, Actor, require
 from dispatch.clock import utcnow
 from dispatch.errors import Conflict, ValidationError
 from dispatch.extensions import db
-from dispatch.models import Address, Customer, District, Order, OrderEvent, SlaClock, SlaPolicy
+from dispatch.models import Address, ApiKey, Customer, District, Order, OrderEvent, SlaClock, SlaPolicy
 from dispatch.reporting import rollup
-from dispatch.services import dispatching
+from dispatch.services import auth, dispatching
 from dispatch.sla import clocks
 from dispatch.sla import policy as arithmetic
 
@@ -56,11 +58,14 @@ _CLOCKS: sa.Table = SlaClock.__table__  # type: ignore[assignment]
 _EVENTS: sa.Table = OrderEvent.__table__  # type: ignore[assignment]
 _DISTRICTS: sa.Table = District.__table__  # type: ignore[assignment]
 _POLICIES: sa.Table = SlaPolicy.__table__  # type: ignore[assignment]
+_API_KEYS: sa.Table = ApiKey.__table__  # type: ignore[assignment]
 
 
 # One row, one round trip: one row of nothing, outer-joined to each row the request depends on by its primary
 # key or a unique index (NULLs: no such row), so at most one row each and exactly one row in all.
 # The policy is read in the order's transaction, so a change applies to every order taken in afterwards.
+# The caller's API key confirms the key the request authenticated with (auth.confirm_key: the edge may have
+# taken it from memory).
 _ONE = sa.select(sa.literal_column("1").label("one")).subquery("one")
 _LOOKUP = sa.select(
     _ORDERS.c.id.label("order_id"),
@@ -73,6 +78,8 @@ _LOOKUP = sa.select(
     _CUSTOMERS.c.created_at.label("customer_created_at"),
     _POLICIES.c.target_seconds.label("policy_target_seconds"),
     _POLICIES.c.warn_percent.label("policy_warn_percent"),
+    _API_KEYS.c.id.label("key_id"),
+    _API_KEYS.c.revoked_at.label("key_revoked_at"),
 ).select_from(
     _ONE.outerjoin(_ORDERS, _ORDERS.c.external_id == sa.bindparam("external_id"))
     .outerjoin(_DISTRICTS, _DISTRICTS.c.name == sa.bindparam("district"))
@@ -83,6 +90,7 @@ _LOOKUP = sa.select(
             _POLICIES.c.order_type == sa.bindparam("order_type"), _POLICIES.c.clock == sa.bindparam("clock")
         ),
     )
+    .outerjoin(_API_KEYS, _API_KEYS.c.id == sa.bindparam("api_key_id"))
 )
 # The columns of a new order that intake leaves empty. A column with a default that intake does not set stays
 # out of the INSERT (so its default applies) and is read back the first time it is used.
@@ -139,7 +147,8 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
     address = data["address"]
     failure: IntegrityError | None = None
     for attempt in range(MAX_ATTEMPTS + 1):
-        found = _lookup(data)
+        found = _lookup(data, actor)
+        auth.confirm_key(actor, found.key_id, found.key_revoked_at)
         if found.order_id is not None:
             if found.order_fingerprint != digest:
                 raise Conflict(
@@ -182,9 +191,10 @@ def _may_mark_repeats(order_type: str, found: Any) -> bool:
     return order_type == "repair" and found.customer_id is not None
 
 
-def _lookup(data: dict[str, Any]) -> Any:
+def _lookup(data: dict[str, Any], actor: Actor) -> Any:
     """The lookup's one row (attributes named as the labels of :data:`_LOOKUP`)."""
     params = {
+        "api_key_id": actor.id if actor.key_from_memory else None,
         "external_id": data["external_id"],
         "district": data["address"]["district"],
         "phone": data["customer"]["phone"],

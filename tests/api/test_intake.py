@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from dispatch.extensions import db
-from dispatch.models import Address, Customer, Order, OrderEvent
+from dispatch.models import Address, ApiKey, Customer, Order, OrderEvent
+from dispatch.services import auth as auth_service
 from tests.conftest import bearer, intake_payload
 
 URL = "/api/v1/intake/orders"
@@ -491,3 +492,76 @@ def test_a_billing_scope_key_is_403_and_writes_nothing(client, api_key):
 
     assert_error_body(response, 403)
     assert counts() == before
+
+
+def revoke_elsewhere(key: str) -> None:
+    """Revoke ``key`` as another process would: in the database only, not in this process's memory."""
+    db.session.execute(
+        sa.update(ApiKey).where(ApiKey.prefix == key.split("_")[1]).values(revoked_at=sa.func.now())
+    )
+    db.session.commit()
+
+
+def test_a_key_revoked_by_another_process_is_refused_on_the_next_order_and_writes_nothing(client, intake_key):
+    """An order intake takes a key it has seen from the process's memory (no read of its own) and confirms it
+    in its lookup: a key revoked meanwhile in another process is refused before anything is written, and is
+    forgotten, so the request after reads it again."""
+    assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201
+    assert intake_key.split("_")[1] in auth_service._KNOWN_KEYS
+    revoke_elsewhere(intake_key)
+    before = counts()
+
+    response = client.post(URL, json=intake_payload(), headers=bearer(intake_key))
+
+    assert_error_body(response, 401)
+    assert counts() == before
+    assert intake_key.split("_")[1] not in auth_service._KNOWN_KEYS
+    assert_error_body(client.post(URL, json=intake_payload(), headers=bearer(intake_key)), 401)
+    assert counts() == before
+
+
+def test_a_key_revoked_elsewhere_cannot_replay_an_order_it_created(client, intake_key):
+    body = intake_payload()
+    assert client.post(URL, json=body, headers=bearer(intake_key)).status_code == 201
+    revoke_elsewhere(intake_key)
+
+    assert_error_body(client.post(URL, json=body, headers=bearer(intake_key)), 401)
+
+
+def test_a_key_deleted_elsewhere_is_refused_on_the_next_order(client, intake_key):
+    assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201
+    db.session.execute(sa.delete(ApiKey).where(ApiKey.prefix == intake_key.split("_")[1]))
+    db.session.commit()
+    before = counts()
+
+    assert_error_body(client.post(URL, json=intake_payload(), headers=bearer(intake_key)), 401)
+    assert counts() == before
+
+
+def test_only_the_order_intake_takes_a_key_from_memory(client, intake_key):
+    """Every other request reads its key: a key revoked elsewhere is refused there at once."""
+    assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201
+    revoke_elsewhere(intake_key)
+
+    assert_error_body(client.get("/api/v1/auth/me", headers=bearer(intake_key)), 401)
+    complaint = {
+        "external_id": "C-revoked-1",
+        "category": "appointment",
+        "cause": "installation_service",
+        "received_at": "2026-03-02T10:00:00+08:00",
+        "text": "师傅迟到",
+    }
+    assert_error_body(
+        client.post("/api/v1/intake/complaints", json=complaint, headers=bearer(intake_key)), 401
+    )
+
+
+def test_a_remembered_key_still_needs_its_secret(client, intake_key):
+    """Memory holds the key's salted hash, not a pass for its prefix: a wrong secret is refused."""
+    assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201
+    before = counts()
+
+    wrong = intake_key[:-1] + ("y" if intake_key.endswith("x") else "x")
+    assert_error_body(client.post(URL, json=intake_payload(), headers=bearer(wrong)), 401)
+    assert counts() == before
+    assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201

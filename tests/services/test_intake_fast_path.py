@@ -18,6 +18,7 @@ from flask import Flask
 from api.intake.schemas import OrderIntakeSchema
 from api.orders.schemas import OrderSchema
 from dispatch import workflow
+from dispatch.actors import Actor
 from dispatch.extensions import db
 from dispatch.models import Address, Customer, Order, OrderEvent, SlaClock, SlaPolicy
 from dispatch.services import intake
@@ -133,6 +134,44 @@ def test_an_intake_request_reads_nothing_back_after_its_writes(
     assert not [s for s in statements[last_insert:] if s.startswith("SELECT")], statements
 
 
+def test_an_order_intake_with_a_key_seen_before_reads_no_key_of_its_own(
+    app: Flask, api_key: Callable[[str], str]
+) -> None:
+    """The first request reads its key; the next one takes it from memory and confirms it in the lookup,
+    whose one row joins the key by id (auth.confirm_key): the lookup and the write, nothing else before."""
+    key = api_key("intake")
+    client = app.test_client()
+    statements: list[str] = []
+
+    def trace(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    engine = db.session.get_bind()
+    sa.event.listen(engine, "before_cursor_execute", trace)
+    try:
+        assert (
+            client.post("/api/v1/intake/orders", json=intake_payload(), headers=bearer(key)).status_code
+            == 201
+        )
+        first = len(statements)
+        assert (
+            client.post("/api/v1/intake/orders", json=intake_payload(), headers=bearer(key)).status_code
+            == 201
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", trace)
+
+    key_reads = [s for s in statements if s.startswith("SELECT API_KEYS.")]
+    assert len(key_reads) == 1 and statements.index(key_reads[0]) < first, statements
+    lookups = [s for s in statements[first:] if s.startswith("SELECT ORDERS.ID AS ORDER_ID")]
+    assert len(lookups) == 1 and "LEFT OUTER JOIN API_KEYS ON API_KEYS.ID =" in lookups[0], statements
+    if (
+        engine.dialect.name == "postgresql"
+    ):  # the lookup and the one-statement write (the test's savepoints aside)
+        sent = [s for s in statements[first:] if not s.startswith(("SAVEPOINT", "RELEASE"))]
+        assert [s.split()[0] for s in sent] == ["SELECT", "WITH"], sent
+
+
 def test_a_policy_change_applies_to_the_next_order(app: Flask) -> None:
     first, _ = intake.intake_order(load(), actor=INTAKE_ACTOR)
     policy = db.session.get(SlaPolicy, ("broadband_install", "completion"))
@@ -173,8 +212,8 @@ def stale_first_lookup(monkeypatch: pytest.MonkeyPatch, **hidden: None) -> list[
     real_lookup = intake._lookup
     calls: list[int] = []
 
-    def lookup(data: dict[str, Any]) -> Any:
-        row = real_lookup(data)
+    def lookup(data: dict[str, Any], actor: Actor) -> Any:
+        row = real_lookup(data, actor)
         calls.append(1)
         return SimpleNamespace(**{**row._asdict(), **hidden}) if len(calls) == 1 else row
 
@@ -276,9 +315,9 @@ def test_on_postgresql_an_order_intake_pays_for_no_transaction_unless_it_writes_
     known_customer: bool,
     write_in_transaction: bool,
 ) -> None:
-    """The key's read and the lookup run as statements of their own and the one-statement write commits
-    itself (no BEGIN, no COMMIT); a repair of a known customer, which may also mark earlier repairs, is
-    written in one transaction with those marks."""
+    """The key's read (the key's first request in this process) and the lookup run as statements of their own
+    and the one-statement write commits itself (no BEGIN, no COMMIT); a repair of a known customer, which may
+    also mark earlier repairs, is written in one transaction with those marks."""
     key = api_key("intake")
     client = pg_app.test_client()
     phone = "13900001111"
