@@ -34,7 +34,7 @@ def current_actor() -> Actor:
         token,
         audience=audience,
         source=audience,
-        key_confirmed_later=request.endpoint in KEY_CONFIRMING_ENDPOINTS and request.method == "POST",
+        key_confirmed_later=key_confirmed_by_view(),
     )
     if audience == "mobile":
         device = request.headers.get("X-Device-Id")
@@ -47,6 +47,18 @@ def current_actor() -> Actor:
 # Views that confirm their caller's API key in a statement of their own before they change anything
 # (dispatch.services.auth.confirm_key), so the key may come from the process's memory: the hotline's orders.
 KEY_CONFIRMING_ENDPOINTS = frozenset({"api-intake.IntakeOrders"})
+
+
+def key_confirmed_by_view() -> bool:
+    """Whether this request's view confirms its API key itself. Not with an ``Idempotency-Key``: a stored
+    response is replayed before the view runs (api/common/idempotency.py), so the key is read first."""
+    return (
+        request.method == "POST"
+        and request.endpoint in KEY_CONFIRMING_ENDPOINTS
+        and "Idempotency-Key" not in request.headers
+    )
+
+
 API_PREFIXES = ("/api/", "/mobile/")  # the JSON APIs: callers authenticate with a bearer token
 PUBLIC_ENDPOINTS = frozenset({"api-auth.Token", "mobile-auth.MobileToken"})
 

@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 from flask import Flask, current_app, jsonify
+from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
+from api.common import limits
 from dispatch.errors import DispatchError
 from dispatch.extensions import db
 from dispatch.logs import log_exception
@@ -56,6 +58,8 @@ def handle_http_exception(exc: HTTPException) -> Any:
             message = exc.description or exc.name
     response, status = error_response(status, message, errors=errors)
     retry_after = getattr(exc, "retry_after", None)
+    if isinstance(exc, RateLimitExceeded):
+        retry_after = limits.retry_after()
     if status == 429 and retry_after:
         response.headers["Retry-After"] = str(retry_after)
     if exc.response is not None and exc.response.headers.get("Retry-After"):

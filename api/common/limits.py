@@ -3,7 +3,9 @@
 * login: ``LOGIN_RATE_LIMIT`` per client address and, separately, per username (api/auth, mobile_api/auth);
 * hotline intake: ``INTAKE_RATE_LIMIT`` per API key (``/api/v1/intake/orders`` and ``/complaints`` together).
 
-A 429 is CONTRACT §3's JSON error (api/common/errors.py) with ``Retry-After`` (``headers_enabled``).
+A 429 is CONTRACT §3's JSON error (api/common/errors.py) with ``Retry-After`` (:func:`retry_after`). Other
+responses carry no rate-limit headers: Flask-Limiter's would read the limit's window from the storage again
+after every limited request (a second Redis round trip) to tell a caller how much is left.
 Redis down: counted in each process's memory meanwhile (``in_memory_fallback_enabled``), never a 500.
 """
 
@@ -80,8 +82,16 @@ class MemoryStorage(limits.storage.MemoryStorage):
 # Storage unreachable (Redis down): each process goes on counting in its own memory until the storage answers
 # again, so limits loosen (by the number of processes) instead of every limited request failing with a 500.
 limiter = Limiter(
-    key_func=get_remote_address, default_limits=[], headers_enabled=True, in_memory_fallback_enabled=True
+    key_func=get_remote_address, default_limits=[], headers_enabled=False, in_memory_fallback_enabled=True
 )
+
+
+def retry_after() -> int:
+    """Seconds until the window of the limit this request broke resets (in a 429), at least 1."""
+    breached = limiter.current_limit
+    if breached is None:
+        return 1
+    return max(1, int(breached.reset_at - time.time()))
 
 
 @limiter.request_filter

@@ -556,6 +556,17 @@ def test_only_the_order_intake_takes_a_key_from_memory(client, intake_key):
     )
 
 
+def test_a_revoked_key_gets_no_stored_response_replayed(client, intake_key):
+    """With an Idempotency-Key the stored response is replayed before the view, so the key is read first."""
+    headers = {**bearer(intake_key), "Idempotency-Key": "hotline-retry-1"}
+    body = intake_payload()
+    assert client.post(URL, json=body, headers=headers).status_code == 201
+    assert client.post(URL, json=body, headers=headers).headers.get("Idempotent-Replayed") == "true"
+    revoke_elsewhere(intake_key)
+
+    assert_error_body(client.post(URL, json=body, headers=headers), 401)
+
+
 def test_a_remembered_key_still_needs_its_secret(client, intake_key):
     """Memory holds the key's salted hash, not a pass for its prefix: a wrong secret is refused."""
     assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201
