@@ -39,8 +39,8 @@ class IntakeOrders(MethodView):
     @blp.alt_response(429, description="INTAKE_RATE_LIMIT reached for this API key")
     def post(self, data: dict[str, Any]) -> Any:
         """Create an order; idempotent on ``external_id``."""
-        order, created = intake.intake_order(data, actor=current_actor())
-        return order, (201 if created else 200)
+        order, created = intake.receive_order(data, actor=current_actor())
+        return (order.view() if isinstance(order, intake.Written) else order), (201 if created else 200)
 
 
 @blp.route("/complaints")

@@ -11,9 +11,11 @@ Every hotline order passes here, so the path is kept short (shared/QUALITY.md "S
   statement of data-modifying CTEs, elsewhere one ``INSERT ... RETURNING id`` per row; as
   :func:`dispatch.workflow.record_intake` would write them (tests/services/test_intake_fast_path.py holds the
   two to the same rows);
-* the rows written become ORM objects as a load would give them, detached (not added to the session: the
-  commit has nothing of them to expire, and attaching them cost more than writing their rows): the
-  response is built from them, with nothing read back after the commit;
+* nothing is read back after the commit: the HTTP edge dumps the rows as written (:func:`receive_order`,
+  :meth:`Written.view`: building ORM objects from them cost an intake about 7 % of its web-worker
+  instructions, bench/support/count_intake.py); :func:`intake_order` gives other callers the same rows as
+  detached ORM objects, loaded as a reload would load them (not added to the session: the commit has
+  nothing of them to expire);
 * on PostgreSQL the HTTP edge starts the request outside a transaction (:func:`begin_without_transaction`):
   the lookup (and the API key's read, on a key's first request) are statements of their own, and the
   one-statement write commits itself,
@@ -27,7 +29,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -142,6 +146,13 @@ def intake_order(data: dict[str, Any], *, actor: Actor) -> tuple[Order, bool]:
     content is a 409. Concurrent retries race on the unique ``external_id`` (and requests for a new customer
     on the unique phone): the loser rolls back and looks again, finding the winner's order (or customer).
     """
+    order, created = receive_order(data, actor=actor)
+    return (order.orm() if isinstance(order, Written) else order), created
+
+
+def receive_order(data: dict[str, Any], *, actor: Actor) -> tuple[Written | Order, bool]:
+    """:func:`intake_order` for a caller that only reads the order (the HTTP edge, which dumps it): an order
+    created here is returned as its rows (:class:`Written`), without building ORM objects from them."""
     require(actor, INTAKE, "submit orders")
     digest = fingerprint(data)
     address = data["address"]
@@ -204,8 +215,8 @@ def _lookup(data: dict[str, Any], actor: Actor) -> Any:
     return direct.first(db.session.connection(), _LOOKUP, params)
 
 
-def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor) -> Order:
-    """Write the order's rows (the caller commits) and return the order, loaded, as a reload would read it."""
+def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor) -> Written:
+    """Write the order's rows (the caller commits) and return them."""
     conn = db.session.connection()
     now = utcnow()
     customer_data, address_data = data["customer"], data["address"]
@@ -249,9 +260,7 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor) -> Orde
     policy = None
     if found.policy_target_seconds is not None:
         policy = arithmetic.Policy(found.policy_target_seconds, found.policy_warn_percent)
-    order = _row_object(Order, rows["order"])  # its ids are set once written
-    rows["clock"] = clocks.clock_row(order, INTAKE_CLOCK, now, policy)
-    clock = _row_object(SlaClock, rows["clock"])
+    rows["clock"] = clocks.clock_row(_row_object(Order, rows["order"]), INTAKE_CLOCK, now, policy)
     # The intake event, as workflow.record_event writes it (the order's events are not part of the response).
     rows["event"] = {
         "order_id": None,
@@ -273,21 +282,71 @@ def _create(data: dict[str, Any], digest: str, found: Any, actor: Actor) -> Orde
     (rows["delta"],) = rollup.intake_deltas(data["order_type"], address_data["district"], now)
     ids = _write(conn, rows)
 
-    customer = _customer(rows.get("customer"), ids, customer_data, found)
-    address = _loaded(
-        _row_object(Address, {**rows["address"], "id": ids["address"], "customer_id": customer.id})
+    customer_id = ids["customer"] if found.customer_id is None else found.customer_id
+    if found.customer_id is None:
+        customer = {**rows["customer"], "id": customer_id}
+    else:
+        customer = {
+            "id": customer_id,
+            "name": found.customer_name,
+            "phone": customer_data["phone"],
+            "created_at": _utc(found.customer_created_at),
+        }
+    order_row = {
+        **rows["order"],
+        "id": ids["order"],
+        "customer_id": customer_id,
+        "address_id": ids["address"],
+    }
+    written = Written(
+        order=order_row,
+        customer=customer,
+        address={**rows["address"], "id": ids["address"], "customer_id": customer_id},
+        clock={**rows["clock"], "id": ids["clock"], "order_id": ids["order"]},
     )
-    set_committed_value(address, "customer", customer)
-    order.id, order.customer_id, order.address_id = ids["order"], customer.id, address.id
-    _loaded(order)
-    set_committed_value(order, "customer", customer)
-    set_committed_value(order, "address", address)
-    set_committed_value(order, "engineer", None)
-    clock.id, clock.order_id = ids["clock"], order.id
-    set_committed_value(order, "sla_clocks", [_loaded(clock)])
-    if _may_mark_repeats(order.order_type, found):
-        rollup.mark_repeat_repairs(customer.id, order.id, now)
-    return order
+    if _may_mark_repeats(data["order_type"], found):
+        rollup.mark_repeat_repairs(customer_id, ids["order"], now)
+    return written
+
+
+@dataclass(frozen=True)
+class Written:
+    """A new order's rows as :func:`_create` wrote them (column values by column name, ids filled in): the
+    order, its customer (the lookup's, if known), its address and its completion clock."""
+
+    order: dict[str, Any]
+    customer: dict[str, Any]
+    address: dict[str, Any]
+    clock: dict[str, Any]
+
+    @property
+    def id(self) -> int:
+        return int(self.order["id"])
+
+    def view(self) -> SimpleNamespace:
+        """The order with its customer, address, engineer (none) and clocks as plain attributes, for a
+        schema to dump (api.orders.schemas.OrderSchema reads attributes): no ORM state to build."""
+        customer = SimpleNamespace(**self.customer)
+        return SimpleNamespace(
+            **self.order,
+            customer=customer,
+            address=SimpleNamespace(**self.address, customer=customer),
+            engineer=None,
+            sla_clocks=[SimpleNamespace(**self.clock)],
+        )
+
+    def orm(self) -> Order:
+        """The order as detached ORM objects, loaded as written (an attribute not written raises rather than
+        reading as None), as a reload would read them."""
+        customer = _loaded(_row_object(Customer, self.customer))
+        address = _loaded(_row_object(Address, self.address))
+        set_committed_value(address, "customer", customer)
+        order = _loaded(_row_object(Order, self.order))
+        set_committed_value(order, "customer", customer)
+        set_committed_value(order, "address", address)
+        set_committed_value(order, "engineer", None)
+        set_committed_value(order, "sla_clocks", [_loaded(_row_object(SlaClock, self.clock))])
+        return order
 
 
 # --- writing the rows ---------------------------------------------------------------------------------
@@ -380,19 +439,6 @@ def _one_statement(shape: tuple[tuple[str, frozenset[str]], ...]) -> sa.Select[A
     # product).
     ids = (sa.select(cte.c.id).scalar_subquery().label(name) for name, cte in written.items())
     return sa.select(*ids).add_cte(*tails)
-
-
-def _customer(row: dict[str, Any] | None, ids: dict[str, int], data: dict[str, Any], found: Any) -> Customer:
-    """The customer of that phone: the one just written, or the one the lookup found (its name stays)."""
-    if row is not None:
-        return _loaded(_row_object(Customer, {**row, "id": ids["customer"]}))
-    known = {
-        "id": found.customer_id,
-        "name": found.customer_name,
-        "phone": data["phone"],
-        "created_at": _utc(found.customer_created_at),
-    }
-    return _loaded(_row_object(Customer, known))
 
 
 def _row_object(cls: type[_T], values: dict[str, Any]) -> _T:

@@ -109,6 +109,38 @@ def test_the_returned_order_is_what_a_reload_reads(app: Flask, known_customer: b
     assert returned["customer"]["name"] == ("王五" if known_customer else "赵六")
 
 
+@pytest.mark.parametrize("known_customer", [False, True])
+def test_the_answer_to_a_new_order_is_what_a_reload_dumps(
+    app: Flask, api_key: Callable[[str], str], known_customer: bool
+) -> None:
+    """The HTTP edge dumps a new order from the rows written (intake.Written.view), not from ORM objects:
+    the same JSON as the order read back, field for field."""
+    key = api_key("intake")
+    client = app.test_client()
+    phone = "13912345670"
+    if known_customer:
+        first = client.post(
+            "/api/v1/intake/orders",
+            json=intake_payload(customer={"name": "王五", "phone": phone}),
+            headers=bearer(key),
+        )
+        assert first.status_code == 201
+    body = intake_payload(
+        customer={"name": "赵六", "phone": phone},
+        notes="客户要求上午上门",
+        requested_window={"start": "2026-03-03T09:00:00+08:00", "end": "2026-03-03T12:00:00+08:00"},
+    )
+
+    response = client.post("/api/v1/intake/orders", json=body, headers=bearer(key))
+
+    assert response.status_code == 201, response.get_json()
+    db.session.expunge_all()
+    fresh = db.session.get(Order, response.get_json()["id"])
+    assert fresh is not None
+    assert response.get_json() == OrderSchema().dump(fresh)
+    assert response.get_json()["customer"]["name"] == ("王五" if known_customer else "赵六")
+
+
 def test_an_intake_request_reads_nothing_back_after_its_writes(
     app: Flask, api_key: Callable[[str], str]
 ) -> None:
