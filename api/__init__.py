@@ -21,7 +21,6 @@ from api.common.schemas import ErrorSchema
 from api.complaints.routes import blp as complaints_blp
 from api.console import register as register_console
 from api.engineers.routes import blp as engineers_blp
-from api.intake.routes import begin_order_intake
 from api.intake.routes import blp as intake_blp
 from api.notifications.routes import blp as notifications_blp
 from api.orders.routes import blp as orders_blp
@@ -73,7 +72,6 @@ def register(app: Flask) -> Api:
         api.register_blueprint(blueprint)
     limits.install(app)
     ops.register(app)  # request id and the 415 check come first
-    app.before_request(begin_order_intake)
     app.before_request(authenticate_request)  # then 401, before idempotency and argument parsing
     idempotency.register(app)
     register_error_handlers(app)  # after Api(): ours replace flask-smorest's HTTPException handler

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -19,13 +18,6 @@ blp = Blueprint("api-intake", __name__, url_prefix="/api/v1/intake", description
 # One instance for every request: webargs instantiates a schema *class* (and its nested schemas) per request;
 # marshmallow schemas keep no state between loads.
 INTAKE_SCHEMA = OrderIntakeSchema()
-
-
-def begin_order_intake() -> None:
-    """Before authentication (api/__init__.py): an order intake's reads, its API key's first, need no
-    transaction (dispatch.services.intake.begin_without_transaction)."""
-    if request.endpoint == "api-intake.IntakeOrders" and request.method == "POST":
-        intake.begin_without_transaction()
 
 
 @blp.route("/orders")
