@@ -109,6 +109,46 @@ def test_orders_and_complaints_share_one_budget_per_key(
     assert_rate_limited(post_order(limited, key))
 
 
+def test_the_intake_limit_is_hit_without_flask_limiter_s_per_request_resolution(
+    limited: FlaskClient, api_key: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """api.common.limits.intake_limit counts through limiter.limiter directly (Flask-Limiter's decorator
+    resolves the view's limits on every request): with that resolution broken the limit still holds."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Flask-Limiter's limit resolution ran")
+
+    monkeypatch.setattr(limiter.limit_manager, "resolve_limits", broken)
+    key = api_key("intake")
+    for _ in range(LIMIT):
+        assert post_order(limited, key).status_code == 201
+    assert_rate_limited(post_order(limited, key))
+
+
+def test_a_failed_hit_is_counted_by_flask_limiter_s_own_check_in_the_same_bucket(
+    limited_app: Flask, limited: FlaskClient, api_key: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit that raises (the storage failing) hands the request to Flask-Limiter's own check of the same
+    limit (which falls back to memory if the storage stays down); both count in one bucket per key."""
+    key = api_key("intake")
+    with limited_app.app_context():
+        strategy = limiter.limiter
+    real_hit, calls = strategy.hit, []
+
+    def hit_failing_once(*args: Any, **kwargs: Any) -> bool:
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("storage unreachable")
+        return real_hit(*args, **kwargs)
+
+    monkeypatch.setattr(strategy, "hit", hit_failing_once)
+    assert post_order(limited, key).status_code == 201  # counted by Flask-Limiter's own check
+    assert len(calls) == 2 and calls[0] == calls[1]  # the same limit, key and scope
+    for _ in range(LIMIT - 1):
+        assert post_order(limited, key).status_code == 201
+    assert_rate_limited(post_order(limited, key))
+
+
 def test_the_limit_is_per_key_not_per_address(limited: FlaskClient, api_key: Callable[[str], str]) -> None:
     first, second = api_key("intake"), api_key("intake")
     for n in range(LIMIT):
