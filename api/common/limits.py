@@ -92,12 +92,13 @@ limiter = Limiter(
 )
 
 
-def retry_after() -> int:
-    """Seconds until the window of the limit this request broke resets (in a 429), at least 1."""
-    breached = limiter.current_limit
-    if breached is None:
-        return 1
-    return max(1, int(breached.reset_at - time.time()))
+def retry_after(reset_at: float | None = None) -> int:
+    """Seconds until ``reset_at`` (default: the window of the limit Flask-Limiter found broken in this
+    request resets), at least 1: a 429's ``Retry-After``."""
+    if reset_at is None:
+        breached = limiter.current_limit
+        reset_at = breached.reset_at if breached is not None else time.time()
+    return max(1, int(reset_at - time.time()))
 
 
 @limiter.request_filter
@@ -171,8 +172,8 @@ def intake_limit(view: Callable[..., Any]) -> Callable[..., Any]:
         except Exception:  # noqa: BLE001 (the storage's own errors, of whatever client library it uses)
             return checked(*args, **kwargs)
         if breached is not None:
-            reset_at = strategy.get_window_stats(breached, key, INTAKE_SCOPE).reset_time
-            raise TooManyRequests(INTAKE_BREACHED, retry_after=max(1, int(reset_at - time.time())))
+            window = strategy.get_window_stats(breached, key, INTAKE_SCOPE)
+            raise TooManyRequests(INTAKE_BREACHED, retry_after=retry_after(window.reset_time))
         return view(*args, **kwargs)
 
     return limited

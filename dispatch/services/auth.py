@@ -175,8 +175,8 @@ def _authenticate_key(raw: str, source: str, confirmed_later: bool) -> Actor:
     key: Any = _KNOWN_KEYS.get(prefix) if confirmed_later else None
     from_memory = key is not None and _key_matches(key, secret)
     if not from_memory:
-        # Read (no cache): a revoked key is refused from the next request on, in every worker.
-        # The columns needed, on the driver's cursor (every intake request pays for it; dispatch.direct).
+        # Read: a request that does not confirm its key later sees a revocation at once, whichever process
+        # made it. The columns needed, on the driver's cursor (dispatch.direct).
         key = direct.first(db.session.connection(), _KEY_BY_PREFIX, {"prefix": prefix})
         if key is None or key.revoked_at is not None or not _key_matches(key, secret):
             _KNOWN_KEYS.pop(prefix, None)

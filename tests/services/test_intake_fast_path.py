@@ -7,7 +7,8 @@ to the next order, and a lost customer race leaves no phantom rows in the sessio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -109,6 +110,22 @@ def test_the_returned_order_is_what_a_reload_reads(app: Flask, known_customer: b
     assert returned["customer"]["name"] == ("王五" if known_customer else "赵六")
 
 
+@contextlib.contextmanager
+def sent_statements() -> Iterator[list[str]]:
+    """The statements sent on the session's bind meanwhile (whitespace collapsed, upper case)."""
+    statements: list[str] = []
+
+    def trace(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    engine = db.session.get_bind()
+    sa.event.listen(engine, "before_cursor_execute", trace)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", trace)
+
+
 @pytest.mark.parametrize("known_customer", [False, True])
 def test_the_answer_to_a_new_order_is_what_a_reload_dumps(
     app: Flask, api_key: Callable[[str], str], known_customer: bool
@@ -145,17 +162,9 @@ def test_an_intake_request_reads_nothing_back_after_its_writes(
     app: Flask, api_key: Callable[[str], str]
 ) -> None:
     key = api_key("intake")
-    statements: list[str] = []
-
-    def trace(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()).upper())
-
     engine = db.session.get_bind()
-    sa.event.listen(engine, "before_cursor_execute", trace)
-    try:
+    with sent_statements() as statements:
         response = app.test_client().post("/api/v1/intake/orders", json=intake_payload(), headers=bearer(key))
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", trace)
 
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["sla"][0]["clock"] == "completion"
@@ -173,25 +182,12 @@ def test_an_order_intake_with_a_key_seen_before_reads_no_key_of_its_own(
     whose one row joins the key by id (auth.confirm_key): the lookup and the write, nothing else before."""
     key = api_key("intake")
     client = app.test_client()
-    statements: list[str] = []
-
-    def trace(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split()).upper())
-
     engine = db.session.get_bind()
-    sa.event.listen(engine, "before_cursor_execute", trace)
-    try:
-        assert (
-            client.post("/api/v1/intake/orders", json=intake_payload(), headers=bearer(key)).status_code
-            == 201
-        )
-        first = len(statements)
-        assert (
-            client.post("/api/v1/intake/orders", json=intake_payload(), headers=bearer(key)).status_code
-            == 201
-        )
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", trace)
+    with sent_statements() as statements:
+        for _ in range(2):
+            first = len(statements)
+            response = client.post("/api/v1/intake/orders", json=intake_payload(), headers=bearer(key))
+            assert response.status_code == 201, response.get_json()
 
     key_reads = [s for s in statements if s.startswith("SELECT API_KEYS.")]
     assert len(key_reads) == 1 and statements.index(key_reads[0]) < first, statements
