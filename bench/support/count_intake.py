@@ -100,6 +100,7 @@ def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     keep = os.environ.get("COUNT_KEEP")
     out_dir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="count_intake_"))
+    out_dir.mkdir(parents=True, exist_ok=True)  # COUNT_KEEP may name a folder not made yet
     try:
         with intake_databases(f"dispatch_bench_count_{os.getpid()}_") as (ours_db, ref_db):
             env = dict(
