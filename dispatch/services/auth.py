@@ -162,7 +162,9 @@ _KEY_BY_PREFIX = sa.select(
 # The keys this process has read and found valid, by prefix (their columns as _KEY_BY_PREFIX reads them).
 # Every hotline order authenticates with a key: an order intake (api/intake) takes its key from here and
 # confirms in its own lookup that the key is still there and not revoked (confirm_key), one round trip fewer
-# per order; every other request reads its key. A key's columns never change but for its revocation.
+# per order; every other request reads its key. A key's columns never change but for its revocation. So a key
+# revoked elsewhere, still remembered here, is refused by that lookup: after the checks that come before it
+# (a bad body's 422, a scope's 403, the rate limit's 429), never after anything is written.
 _KNOWN_KEYS: dict[str, Any] = {}
 MAX_KNOWN_KEYS = 256  # keys are few; the bound only keeps a flood of distinct valid keys from growing it
 
