@@ -159,8 +159,8 @@ def intake_limit(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def limited(*args: Any, **kwargs: Any) -> Any:
-        if not current_app.config.get("RATELIMIT_ENABLED", True) or optional_actor() is None:
-            return view(*args, **kwargs)  # anonymous callers get their 401 (api.common.auth) before this
+        if _disabled_for_this_app() or anonymous_caller():  # as the shared limit's filter and exemption
+            return view(*args, **kwargs)
         strategy = limiter.limiter
         if strategy.storage is not limiter.storage:  # Flask-Limiter's in-memory fallback is counting
             return checked(*args, **kwargs)

@@ -289,24 +289,18 @@ def _create(conn: sa.Connection, data: dict[str, Any], digest: str, found: Any, 
     (rows["delta"],) = rollup.intake_deltas(data["order_type"], address_data["district"], now)
     ids = _write(conn, rows)
 
-    customer_id = ids["customer"] if found.customer_id is None else found.customer_id
     if found.customer_id is None:
-        customer = {**rows["customer"], "id": customer_id}
-    else:
+        customer = {**rows["customer"], "id": ids["customer"]}
+    else:  # the customer the lookup found (its name stays)
         customer = {
-            "id": customer_id,
+            "id": found.customer_id,
             "name": found.customer_name,
             "phone": customer_data["phone"],
             "created_at": _utc(found.customer_created_at),
         }
-    order_row = {
-        **rows["order"],
-        "id": ids["order"],
-        "customer_id": customer_id,
-        "address_id": ids["address"],
-    }
+    customer_id = customer["id"]
     written = Written(
-        order=order_row,
+        order={**rows["order"], "id": ids["order"], "customer_id": customer_id, "address_id": ids["address"]},
         customer=customer,
         address={**rows["address"], "id": ids["address"], "customer_id": customer_id},
         clock={**rows["clock"], "id": ids["clock"], "order_id": ids["order"]},

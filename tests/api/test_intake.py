@@ -494,10 +494,14 @@ def test_a_billing_scope_key_is_403_and_writes_nothing(client, api_key):
     assert counts() == before
 
 
+def prefix_of(key: str) -> str:
+    return key.split("_")[1]
+
+
 def revoke_elsewhere(key: str) -> None:
     """Revoke ``key`` as another process would: in the database only, not in this process's memory."""
     db.session.execute(
-        sa.update(ApiKey).where(ApiKey.prefix == key.split("_")[1]).values(revoked_at=sa.func.now())
+        sa.update(ApiKey).where(ApiKey.prefix == prefix_of(key)).values(revoked_at=sa.func.now())
     )
     db.session.commit()
 
@@ -507,7 +511,7 @@ def test_a_key_revoked_by_another_process_is_refused_on_the_next_order_and_write
     in its lookup: a key revoked meanwhile in another process is refused before anything is written, and is
     forgotten, so the request after reads it again."""
     assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201
-    assert intake_key.split("_")[1] in auth_service._KNOWN_KEYS
+    assert prefix_of(intake_key) in auth_service._KNOWN_KEYS
     revoke_elsewhere(intake_key)
     before = counts()
 
@@ -515,7 +519,7 @@ def test_a_key_revoked_by_another_process_is_refused_on_the_next_order_and_write
 
     assert_error_body(response, 401)
     assert counts() == before
-    assert intake_key.split("_")[1] not in auth_service._KNOWN_KEYS
+    assert prefix_of(intake_key) not in auth_service._KNOWN_KEYS
     assert_error_body(client.post(URL, json=intake_payload(), headers=bearer(intake_key)), 401)
     assert counts() == before
 
@@ -530,7 +534,7 @@ def test_a_key_revoked_elsewhere_cannot_replay_an_order_it_created(client, intak
 
 def test_a_key_deleted_elsewhere_is_refused_on_the_next_order(client, intake_key):
     assert client.post(URL, json=intake_payload(), headers=bearer(intake_key)).status_code == 201
-    db.session.execute(sa.delete(ApiKey).where(ApiKey.prefix == intake_key.split("_")[1]))
+    db.session.execute(sa.delete(ApiKey).where(ApiKey.prefix == prefix_of(intake_key)))
     db.session.commit()
     before = counts()
 

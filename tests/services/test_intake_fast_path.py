@@ -193,9 +193,8 @@ def test_an_order_intake_with_a_key_seen_before_reads_no_key_of_its_own(
     assert len(key_reads) == 1 and statements.index(key_reads[0]) < first, statements
     lookups = [s for s in statements[first:] if s.startswith("SELECT ORDERS.ID AS ORDER_ID")]
     assert len(lookups) == 1 and "LEFT OUTER JOIN API_KEYS ON API_KEYS.ID =" in lookups[0], statements
-    if (
-        engine.dialect.name == "postgresql"
-    ):  # the lookup and the one-statement write (the test's savepoints aside)
+    if engine.dialect.name == "postgresql":
+        # The lookup and the one-statement write (the test's savepoints aside).
         sent = [s for s in statements[first:] if not s.startswith(("SAVEPOINT", "RELEASE"))]
         assert [s.split()[0] for s in sent] == ["SELECT", "WITH"], sent
 
